@@ -1,0 +1,490 @@
+"""The VGG networks of Table 1: one module, one builder, the fully-convolutional form
+(Sect. 3.2), the paper's initialisation schemes and pre-initialisation from net A (Sect. 3.1).
+
+State-dict keys follow torchvision (``features.N.*``, ``classifier.{0,3,6}.*``) so its
+published weights load without renaming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .archs import ARCHS, parse_token, resolve_arch
+from .errors import ConfigError
+from .preprocess import Preprocess
+
+# Sect. 2.1 / Krizhevsky et al. 2012: n=5, alpha=1e-4, beta=0.75, k=2 in
+# b = a / (k + alpha * sum a^2)^beta. torch's LocalResponseNorm divides alpha by n.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+INIT_SCHEMES = ("gaussian", "glorot", "kaiming")
+
+# Default memory format of weights and activations. Channels-last (NHWC) lets oneDNN (CPU)
+# and cuDNN (GPU) run the 3x3 convs without layout reorders: on a 2-core CPU VGG-16
+# inference is about 1.4x faster than with NCHW (docs/benchmarks.md). Set
+# ``model.memory_format = torch.contiguous_format`` to turn it off for one model.
+DEFAULT_MEMORY_FORMAT = torch.channels_last
+PAPER_INIT_STD = 0.01  # "10^-2 variance" read as std 0.01 (MatConvNet's reading)
+LITERAL_INIT_STD = 0.1  # the literal reading: variance 1e-2 -> std 0.1
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    """Everything that fixes a net's shape. Scaled-down nets are the same code: ``width``
+    multiplies conv channels, ``fc_width`` replaces 4096, ``crop`` (a multiple of 32)
+    replaces 224."""
+
+    arch: str = "D"
+    batch_norm: bool = False
+    num_classes: int = 1000
+    width: float = 1.0
+    fc_width: int = 4096
+    crop: int = 224
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            try:
+                arch, bn = resolve_arch(self.arch)
+            except KeyError as e:
+                raise ConfigError(e.args[0]) from None
+            object.__setattr__(self, "arch", arch)
+            object.__setattr__(self, "batch_norm", self.batch_norm or bn)
+        if not isinstance(self.crop, int) or self.crop < 32 or self.crop % 32:
+            raise ConfigError(f"crop must be a positive multiple of 32 (five 2x2 pools), "
+                              f"got {self.crop}")
+        if not self.width > 0:
+            raise ConfigError(f"width must be > 0, got {self.width}")
+        if self.fc_width < 1:
+            raise ConfigError(f"fc_width must be >= 1, got {self.fc_width}")
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def name(self) -> str:
+        return self.arch + ("-BN" if self.batch_norm else "")
+
+    @property
+    def fc_kernel(self) -> int:
+        """Side of the last feature map at the training crop: FC1 becomes a k x k conv."""
+        return self.crop // 32
+
+    def channels(self, c: int) -> int:
+        return max(1, int(round(c * self.width)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VGGConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """AlexNet's LRN with the paper's parameters (Sect. 2.1, A-LRN).
+
+    ``b_c = a_c / (k + alpha * sum_{c'=c-n/2}^{c+n/2} a_{c'}^2)^beta`` with n=5,
+    alpha=1e-4, beta=0.75, k=2. ``torch.nn.LocalResponseNorm`` computes
+    ``alpha / n * sum``, so it is given ``alpha * n = 5e-4`` to compute the paper's layer.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(size=LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
+
+
+def make_layers(config: VGGConfig) -> tuple[nn.Sequential, dict[str, int]]:
+    """The conv stack and a map from paper names (``conv3_1``, ``relu3_1``, ``pool3``,
+    ``norm1``) to indices in it."""
+    layers: list[nn.Module] = []
+    names: dict[str, int] = {}
+    in_ch, block, conv_in_block = 3, 1, 0
+    for token in ARCHS[config.arch]:
+        kind, kernel, channels = parse_token(token)
+        if kind == "pool":
+            names[f"pool{block}"] = len(layers)
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            block, conv_in_block = block + 1, 0
+        elif kind == "lrn":
+            names[f"norm{block}"] = len(layers)
+            layers.append(LocalResponseNorm())
+        else:
+            conv_in_block += 1
+            tag = f"{block}_{conv_in_block}"
+            out_ch = config.channels(channels)
+            names[f"conv{tag}"] = len(layers)
+            layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=kernel, padding=kernel // 2))
+            if config.batch_norm:
+                names[f"bn{tag}"] = len(layers)
+                layers.append(nn.BatchNorm2d(out_ch))
+            names[f"relu{tag}"] = len(layers)
+            layers.append(nn.ReLU(inplace=True))
+            in_ch = out_ch
+    return nn.Sequential(*layers), names
+
+
+def last_channels(config: VGGConfig) -> int:
+    convs = [parse_token(t)[2] for t in ARCHS[config.arch] if t.startswith("c")]
+    return config.channels(convs[-1])
+
+
+# Indices in ``classifier`` and their paper-style names (Caffe's fc6/fc7/fc8).
+HEAD_NAMES = {"fc6": 0, "relu6": 1, "fc7": 3, "relu7": 4, "fc8": 6}
+
+
+def _check_names(model: VGG | VGGFullyConv, layers: Iterable[str]) -> list[str]:
+    layers = list(layers)
+    known = list(model.layer_names) + list(HEAD_NAMES)
+    bad = [n for n in layers if n not in known]
+    if bad:
+        raise KeyError(f"unknown layer name(s) {bad} for {model.config.name}; known: {known}")
+    return layers
+
+
+class _VGGBase(nn.Module):
+    config: VGGConfig
+    features: nn.Sequential
+    layer_names: dict[str, int]
+    head: nn.Sequential
+    classes: list[str] | None
+    preprocess: Preprocess
+    _memory_format: torch.memory_format = DEFAULT_MEMORY_FORMAT
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """Layout of conv weights and activations (channels-last by default). Setting it
+        converts the weights and makes ``forward`` convert its input."""
+        return self._memory_format
+
+    @memory_format.setter
+    def memory_format(self, fmt: torch.memory_format) -> None:
+        self._memory_format = fmt
+        self.to(memory_format=fmt)
+
+    def _init_common(self, config: VGGConfig, classes: Sequence[str] | None,
+                     preprocess: Preprocess | None) -> None:
+        if classes is not None and len(classes) != config.num_classes:
+            raise ConfigError(f"{len(classes)} class names given for a net with "
+                              f"{config.num_classes} outputs")
+        self.config = config
+        self.classes = list(classes) if classes is not None else None
+        self.preprocess = preprocess if preprocess is not None else Preprocess.paper()
+
+    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, 3, H, W) keeps its logical shape; only the strides change (NHWC in memory).
+        if x.dim() == 4 and x.device.type in ("cpu", "cuda"):
+            return x.contiguous(memory_format=self.memory_format)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised -> (N, C5, H/32, W/32) after pool5."""
+        return self.features(self._to_memory_format(x))
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The default inference path: (N, 3, H, W) RGB in 0..255 (uint8 or float, on the
+        model's device) -> soft-max posteriors, (N, num_classes) for the FC net or
+        (N, num_classes, h, w) for the fully-convolutional one. Applies
+        ``self.preprocess``, runs in eval mode under ``torch.inference_mode`` (no
+        autograd bookkeeping) and restores the previous train/eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            dtype = next(self.parameters()).dtype
+            return torch.softmax(self(self.preprocess(images, dtype=dtype)), dim=1)
+        finally:
+            self.train(was_training)
+
+    def extract(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Named intermediate activations, e.g. ``["relu1_2", "relu3_3", "relu5_3"]`` for a
+        perceptual loss, or ``["relu7"]`` for the 4096-D penultimate feature. Stops after
+        the deepest layer asked for. ReLU outputs are returned as computed (the ReLUs are
+        in-place, so each activation is cloned before the next layer can overwrite it)."""
+        wanted = _check_names(self, layers)
+        x = self._to_memory_format(x)
+        conv_idx = {self.layer_names[n]: n for n in wanted if n in self.layer_names}
+        head_idx = {HEAD_NAMES[n]: n for n in wanted if n in HEAD_NAMES}
+        out: dict[str, torch.Tensor] = {}
+        last = max(conv_idx) if conv_idx else -1
+        for i, layer in enumerate(self.features):
+            if i > last and not head_idx:
+                break
+            x = layer(x)
+            if i in conv_idx:
+                out[conv_idx[i]] = x.clone() if i + 1 < len(self.features) else x
+        if head_idx:
+            x = self._head_input(x)
+            for i, layer in enumerate(self.head):
+                if i > max(head_idx):
+                    break
+                x = layer(x)
+                if i in head_idx:
+                    out[head_idx[i]] = x.clone()
+        return {n: out[n] for n in wanted}
+
+    def _head_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class VGG(_VGGBase):
+    """The classification net: ``features`` (conv stack) then ``classifier`` (three FC
+    layers). Takes a (N, 3, crop, crop) batch normalised by ``self.preprocess``."""
+
+    def __init__(self, config: VGGConfig, classes: Sequence[str] | None = None,
+                 preprocess: Preprocess | None = None) -> None:
+        super().__init__()
+        self._init_common(config, classes, preprocess)
+        self.features, self.layer_names = make_layers(config)
+        k, fc = config.fc_kernel, config.fc_width
+        self.classifier = nn.Sequential(
+            nn.Linear(last_channels(config) * k * k, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(fc, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(fc, config.num_classes),
+        )
+        self.to(memory_format=self.memory_format)  # conv weights NHWC (4-D params only)
+
+    @property
+    def head(self) -> nn.Sequential:
+        return self.classifier
+
+    def _head_input(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        c = self.config.crop
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2:] != (c, c):
+            raise ValueError(
+                f"{self.config.name} (FC form) takes (N, 3, {c}, {c}) inputs, got "
+                f"{tuple(x.shape)}; for other sizes use model.to_fully_conv() (dense "
+                f"evaluation, Sect. 3.2)")
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(N, C5, k, k) -> (N, num_classes) logits, or the 4096-D FC7 output (after ReLU
+        and dropout) when ``pre_logits``."""
+        x = torch.flatten(x, 1)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, crop, crop) normalised -> (N, num_classes) class scores (pre-soft-max)."""
+        self._check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, classes: Sequence[str] | None = None,
+                         std: float = PAPER_INIT_STD) -> None:
+        """Replace FC8 for a new number of classes (fine-tuning); FC6/FC7 are kept."""
+        if classes is not None and len(classes) != num_classes:
+            raise ConfigError(f"{len(classes)} class names for {num_classes} classes")
+        old = self.classifier[6]
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device,
+                        dtype=old.weight.dtype)
+        nn.init.normal_(new.weight, 0.0, std)
+        nn.init.zeros_(new.bias)
+        self.classifier[6] = new
+        self.config = dataclasses.replace(self.config, num_classes=num_classes)
+        self.classes = list(classes) if classes is not None else None
+
+    def to_fully_conv(self) -> VGGFullyConv:
+        """Sect. 3.2: the same weights with FC1 as a k x k conv (k = crop / 32) and FC2/FC3
+        as 1x1 convs. ``features`` is shared, the head weights are views of the FC
+        weights (no copy of FC1's 100M parameters)."""
+        with torch.device("meta"):  # head weights are replaced below: allocate nothing
+            fcn = VGGFullyConv(self.config, self.classes, self.preprocess,
+                               _features=self.features, _layer_names=self.layer_names)
+        fcn._memory_format = self.memory_format
+        for i in (0, 3, 6):
+            fc: nn.Linear = self.classifier[i]
+            conv: nn.Conv2d = fcn.head[i]
+            conv.weight = nn.Parameter(fc.weight.view_as(conv.weight),
+                                       requires_grad=fc.weight.requires_grad)
+            conv.bias = fc.bias
+        return fcn.train(self.training)
+
+
+class VGGFullyConv(_VGGBase):
+    """Fully-convolutional form (Sect. 3.2, dense evaluation): any image with both sides
+    at least ``crop`` gives a (N, num_classes, H/32 - k + 1, W/32 - k + 1) score map."""
+
+    def __init__(self, config: VGGConfig, classes: Sequence[str] | None = None,
+                 preprocess: Preprocess | None = None, *,
+                 _features: nn.Sequential | None = None,
+                 _layer_names: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self._init_common(config, classes, preprocess)
+        if _features is None:
+            _features, _layer_names = make_layers(config)
+        self.features, self.layer_names = _features, dict(_layer_names or {})
+        k, fc = config.fc_kernel, config.fc_width
+        self.head = nn.Sequential(
+            nn.Conv2d(last_channels(config), fc, kernel_size=k),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Conv2d(fc, fc, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=config.dropout),
+            nn.Conv2d(fc, config.num_classes, kernel_size=1),
+        )
+        if _features is None or not any(p.is_meta for p in self.head.parameters()):
+            self.to(memory_format=self.memory_format)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(N, C5, h, w) -> (N, num_classes, h-k+1, w-k+1), or the FC7 map when
+        ``pre_logits``."""
+        return self.head[:-1](x) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised, H, W >= crop -> (N, num_classes, h, w) score map."""
+        if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[-2:]) < self.config.crop:
+            raise ValueError(f"{self.config.name} (fully-convolutional) takes (N, 3, H, W) "
+                             f"with H, W >= {self.config.crop}, got {tuple(x.shape)}")
+        return self.forward_head(self.forward_features(x))
+
+
+def init_weights(model: nn.Module, scheme: str = "gaussian", std: float = PAPER_INIT_STD,
+                 generator: torch.Generator | None = None) -> None:
+    """Sect. 3.1 initialisation of every conv and linear layer; biases zero.
+
+    ``gaussian``: N(0, std) with std 0.01 by default (use ``LITERAL_INIT_STD`` = 0.1 for the
+    literal "variance 1e-2" reading); ``glorot``: Glorot & Bengio 2010 (uniform), which
+    the authors found trains deep nets without pre-training; ``kaiming``: He et al. 2015
+    (normal, fan-out, ReLU gain) for the convs and N(0, 0.01) for the FC layers, exactly
+    torchvision's scheme (He init on FC8, with only ``num_classes`` fan-out, makes the
+    initial logits explode). Batch norm: weight 1, bias 0.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"unknown init scheme {scheme!r}; choose from {INIT_SCHEMES}")
+    if not std > 0:
+        raise ConfigError(f"init std must be > 0, got {std}")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            with torch.no_grad():
+                if scheme == "gaussian":
+                    m.weight.normal_(0.0, std, generator=generator)
+                elif scheme == "glorot":
+                    nn.init.xavier_uniform_(m.weight, generator=generator)
+                elif isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu",
+                                            generator=generator)
+                else:
+                    m.weight.normal_(0.0, PAPER_INIT_STD, generator=generator)
+                if m.bias is not None:
+                    m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _conv_names(model: _VGGBase) -> list[str]:
+    return [n for n, i in sorted(model.layer_names.items(), key=lambda t: t[1])
+            if n.startswith("conv")]
+
+
+def init_from(model: VGG, source: VGG, n_conv: int = 4) -> list[str]:
+    """Sect. 3.1 pre-initialisation: copy the first ``n_conv`` conv layers and the three FC
+    layers of a trained shallower net (net A) into ``model``; the other layers keep their
+    random init. Returns the names of the copied layers.
+
+    A's first four convs are conv1_1, conv2_1, conv3_1, conv3_2; they are copied to the
+    layers of the same name in the deeper net (the only placement where the shapes agree
+    for B, C, D and E). Raises ``ConfigError`` naming the layer when a shape differs.
+    """
+    copied: list[str] = []
+    src_convs = _conv_names(source)[:n_conv]
+    pairs: list[tuple[str, nn.Module, nn.Module]] = []
+    for name in src_convs:
+        if name not in model.layer_names:
+            raise ConfigError(f"cannot initialise {model.config.name} from "
+                              f"{source.config.name}: it has no layer {name}")
+        pairs.append((name, source.features[source.layer_names[name]],
+                      model.features[model.layer_names[name]]))
+        bn = "bn" + name[4:]
+        if bn in source.layer_names and bn in model.layer_names:
+            pairs.append((bn, source.features[source.layer_names[bn]],
+                          model.features[model.layer_names[bn]]))
+    for name, idx in (("fc6", 0), ("fc7", 3), ("fc8", 6)):
+        pairs.append((name, source.classifier[idx], model.classifier[idx]))
+    for name, src, dst in pairs:  # check every shape before changing anything
+        s_sd, d_sd = src.state_dict(), dst.state_dict()
+        for key, value in s_sd.items():
+            if key not in d_sd or d_sd[key].shape != value.shape:
+                got = tuple(d_sd[key].shape) if key in d_sd else None
+                raise ConfigError(
+                    f"cannot initialise {model.config.name} from {source.config.name}: "
+                    f"{name}.{key} has shape {got} in the target but {tuple(value.shape)} in "
+                    f"the source (width, fc_width, crop and classes must match)")
+    with torch.no_grad():
+        for name, src, dst in pairs:
+            dst.load_state_dict(src.state_dict())
+            copied.append(name)
+    return copied
+
+
+def build(arch: str = "D", *, batch_norm: bool = False, num_classes: int | None = None,
+          width: float = 1.0, fc_width: int = 4096, crop: int = 224, dropout: float = 0.5,
+          init: str = "gaussian", init_std: float = PAPER_INIT_STD,
+          classes: Sequence[str] | None = None, preprocess: Preprocess | None = None,
+          generator: torch.Generator | None = None) -> VGG:
+    """Build a Table 1 net. ``arch``: A, A-LRN, B, C, D, E, B-5x5 or an alias (vgg16,
+    vgg16_bn, ...). ``num_classes`` defaults to ``len(classes)`` or 1000."""
+    if num_classes is None:
+        num_classes = len(classes) if classes is not None else 1000
+    config = VGGConfig(arch=arch, batch_norm=batch_norm, num_classes=num_classes,
+                       width=width, fc_width=fc_width, crop=crop, dropout=dropout)
+    with torch.device("meta"):  # skip torch's default init: init_weights sets every weight
+        model = VGG(config, classes=classes, preprocess=preprocess)
+    model.to_empty(device="cpu")  # keeps the channels-last strides
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+    init_weights(model, init, init_std, generator=generator)
+    return model
+
+
+def vgg11(**kwargs: Any) -> VGG:
+    return build("A", **kwargs)
+
+
+def vgg11_bn(**kwargs: Any) -> VGG:
+    return build("A", batch_norm=True, **kwargs)
+
+
+def vgg13(**kwargs: Any) -> VGG:
+    return build("B", **kwargs)
+
+
+def vgg13_bn(**kwargs: Any) -> VGG:
+    return build("B", batch_norm=True, **kwargs)
+
+
+def vgg16(**kwargs: Any) -> VGG:
+    return build("D", **kwargs)
+
+
+def vgg16_bn(**kwargs: Any) -> VGG:
+    return build("D", batch_norm=True, **kwargs)
+
+
+def vgg19(**kwargs: Any) -> VGG:
+    return build("E", **kwargs)
+
+
+def vgg19_bn(**kwargs: Any) -> VGG:
+    return build("E", batch_norm=True, **kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,83 @@
+"""Input normalisation stored with every model, so a user always feeds RGB in 0..255.
+
+The paper subtracts the training set's mean RGB (Sect. 2.1) and nothing else; torchvision's
+published weights use mean/std on [0, 1] inputs; the original Caffe/Keras ports expect BGR
+channel order, 0..255 range and the mean [103.939, 116.779, 123.68] (BGR) subtracted. All
+three are one affine map per channel after an optional channel swap, held here in 0..255
+units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+# ImageNet mean RGB in 0..255 (the value the paper's recipe computes on ILSVRC-2012 train).
+IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)  # torchvision's (0.229, 0.224, 0.225) * 255
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """``y = (x[:, order] - mean) / std`` with ``x`` RGB in 0..255 (uint8 or float).
+
+    ``mean`` and ``std`` are given in the model's channel order (BGR for Caffe ports), in
+    0..255 units. ``std = (1, 1, 1)`` is the paper's mean-only subtraction.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN_RGB
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"  # "RGB" or "BGR": the order the net's first conv expects
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0: {self.mean}, {self.std}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def paper(cls, mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB) -> Preprocess:
+        """Sect. 2.1: subtract the training set's mean RGB, nothing else."""
+        return cls(mean=tuple(mean_rgb), std=(1.0, 1.0, 1.0), channel_order="RGB")
+
+    @classmethod
+    def torchvision(cls) -> Preprocess:
+        """torchvision's published weights: ImageNet mean/std on [0, 1] inputs."""
+        return cls(mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB, channel_order="RGB")
+
+    @classmethod
+    def caffe(cls) -> Preprocess:
+        """The original Caffe / Keras ports: BGR, 0..255, mean [103.939, 116.779, 123.68]."""
+        return cls(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), channel_order="BGR")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(mean=tuple(d["mean"]), std=tuple(d["std"]), channel_order=d["channel_order"])
+
+    def mean_rgb(self) -> tuple[float, float, float]:
+        """The mean in RGB order (for colour statistics and reports)."""
+        return self.mean if self.channel_order == "RGB" else self.mean[::-1]
+
+    def __call__(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, 3, H, W) RGB in 0..255 (uint8 or float) -> (N, 3, H, W) normalised ``dtype``.
+
+        Runs on whatever device ``x`` is on; keeps the memory format of ``x``.
+        """
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(x.shape)}")
+        x = x.to(torch.float32)
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        mean = torch.tensor(self.mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+        inv_std = torch.tensor([1.0 / s for s in self.std], device=x.device,
+                               dtype=torch.float32).view(1, 3, 1, 1)
+        return ((x - mean) * inv_std).to(dtype)
+
+
