@@ -1,0 +1,147 @@
+"""Decoding that survives real files: any image Pillow reads ends as RGB uint8.
+
+Grayscale, CMYK, palette, RGBA (composited on white), 16-bit and 32-bit integer images
+become 8-bit RGB. Truncated, empty, non-image and decompression-bomb files raise
+``BadImageError(path, reason)``; callers (the dataset) skip them with one warning.
+
+JPEG fast path: when the caller will shrink the image so that its smaller side is
+``target_min_side`` and that is at most half the smaller side, the decoder uses Pillow's
+draft mode (libjpeg DCT scaling by 1/2, 1/4 or 1/8) so that far fewer pixels are decoded.
+The drafted image still has its smaller side >= ``target_min_side``.
+EXIF orientation is ignored (as torchvision's ImageFolder does), so boxes in annotation
+files keep matching the stored pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import BadImageError
+
+# Images with more pixels than this are refused (Pillow's own default bomb limit, ~89 MP).
+MAX_PIXELS: int = 89_478_485
+
+_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+           UnidentifiedImageError, Image.DecompressionBombError, MemoryError)
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Open (header only) and check the pixel count; raise BadImageError on anything wrong."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except BadImageError:
+        raise
+    except Image.DecompressionBombWarning as e:
+        raise BadImageError(path, f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image Pillow can identify") from None
+    except _ERRORS as e:
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+    w, h = img.size
+    if w < 1 or h < 1:
+        img.close()
+        raise BadImageError(path, f"empty image size {w}x{h}")
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise BadImageError(path, f"decompression bomb: {w}x{h} = {w * h} pixels > {MAX_PIXELS}")
+    return img
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding pixels."""
+    img = _open(path)
+    try:
+        return img.size
+    finally:
+        img.close()
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB. Alpha is composited on white; 16/32-bit integer images
+    are scaled to 0..255 from their full range (65535 for 16-bit)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img)
+        if img.mode == "F":
+            a = np.clip(a * (255.0 if a.size and float(a.max()) <= 1.0 else 1.0), 0, 255)
+        elif img.mode.startswith("I;16") or (a.size and int(a.max()) > 255):
+            a = np.clip(a.astype(np.float64) / 257.0, 0, 255)
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_opened(img: Image.Image, path: str | Path,
+                  target_min_side: int | None = None) -> Image.Image:
+    """Decode an image opened by ``_open`` (draft mode first when it pays); RGB out."""
+    try:
+        if target_min_side is not None and img.format == "JPEG":
+            w, h = img.size
+            m = min(w, h)
+            if 0 < target_min_side <= m / 2:
+                # draft() keeps the drafted size >= the requested size.
+                img.draft("RGB", (max(1, -(-w * target_min_side // m)),
+                                  max(1, -(-h * target_min_side // m))))
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # animated GIF / multi-page TIFF: the first frame
+        img.load()
+        return to_rgb(img)
+    except BadImageError:
+        raise
+    except _ERRORS as e:
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+
+
+def decode_image(path: str | Path, target_min_side: int | None = None) -> Image.Image:
+    """Decode ``path`` to an RGB Pillow image.
+
+    With ``target_min_side`` (the smaller side the caller will rescale to), JPEGs use
+    draft mode when ``target_min_side <= min(w, h) / 2``; the result's smaller side is
+    then between ``target_min_side`` and twice it (not the original size).
+    Raises BadImageError for truncated / empty / non-image / decompression-bomb files.
+    """
+    return decode_with_size(path, target_min_side)[0]
+
+
+def decode_with_size(path: str | Path, target_min_side: int | None = None
+                     ) -> tuple[Image.Image, int, int]:
+    """``decode_image`` plus the original (width, height) from the header (the decoded
+    image is smaller when the JPEG draft applied)."""
+    img = _open(path)
+    w, h = img.size
+    try:
+        out = decode_opened(img, path, target_min_side)
+    except BaseException:
+        img.close()
+        raise
+    if out is not img:
+        img.close()
+    elif getattr(img, "fp", None) is not None:  # multi-frame files keep their file open
+        out = img.copy()
+        img.close()
+    return out, w, h
+
+
+def pil_to_uint8(img: Image.Image) -> torch.Tensor:
+    """RGB Pillow image -> (3, H, W) uint8 tensor."""
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    a = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
