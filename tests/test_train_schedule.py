@@ -1,0 +1,75 @@
+"""The Sect. 3.1 learning-rate schedule: divide by 10 on a plateau of the validation
+top-1 error, three decreases, then stop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vgg.errors import ConfigError
+from vgg.train import PlateauSchedule
+
+
+def test_improving_error_keeps_lr() -> None:
+    s = PlateauSchedule(lr=0.01, patience=1)
+    assert [s.step(e) for e in (0.9, 0.8, 0.7, 0.6)] == ["improved"] * 4
+    assert s.lr == 0.01 and s.decreases == 0 and not s.done
+
+
+def test_plateau_three_decreases_then_stop() -> None:
+    s = PlateauSchedule(lr=0.01, patience=1, threshold=0.0)
+    actions = [s.step(e) for e in (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)]
+    # 1 improvement, then (wait, decrease) x 3, then wait, stop
+    assert actions == ["improved", "wait", "decrease", "wait", "decrease", "wait",
+                       "decrease", "wait", "stop"]
+    assert s.lr == pytest.approx(1e-5)
+    assert s.decreases == 3 and s.done
+    assert s.step(0.1) == "stop"  # stays stopped
+
+
+def test_patience_zero_decreases_at_first_flat_epoch() -> None:
+    s = PlateauSchedule(lr=1.0, patience=0, threshold=0.0)
+    assert s.step(0.5) == "improved"
+    assert s.step(0.6) == "decrease" and s.lr == pytest.approx(0.1)
+    assert s.step(0.4) == "improved" and s.bad_epochs == 0
+
+
+def test_threshold_is_absolute_in_error_units() -> None:
+    s = PlateauSchedule(lr=0.01, patience=0, threshold=0.01)
+    s.step(0.50)
+    assert s.step(0.495) == "decrease"  # 0.5 points better: not enough
+    assert s.step(0.48) == "improved"   # 2 points better than the best (0.50)
+
+
+def test_improvement_resets_patience() -> None:
+    s = PlateauSchedule(lr=0.01, patience=2, threshold=0.0)
+    assert [s.step(e) for e in (0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4)] == [
+        "improved", "wait", "wait", "improved", "wait", "wait", "decrease"]
+
+
+def test_zero_decreases_stops_at_first_plateau() -> None:
+    s = PlateauSchedule(lr=0.01, patience=0, threshold=0.0, max_decreases=0)
+    s.step(0.3)
+    assert s.step(0.3) == "stop" and s.done and s.lr == 0.01
+
+
+def test_state_dict_round_trip_including_infinite_best() -> None:
+    s = PlateauSchedule(lr=0.01, patience=1)
+    d = s.state_dict()
+    assert d["best"] is None  # no inf in checkpoints
+    t = PlateauSchedule()
+    t.load_state_dict(d)
+    assert math.isinf(t.best)
+    s.step(0.4), s.step(0.4), s.step(0.4)
+    t.load_state_dict(s.state_dict())
+    assert (t.lr, t.best, t.decreases, t.bad_epochs) == (s.lr, s.best, s.decreases,
+                                                         s.bad_epochs)
+    assert t.step(0.4) == s.step(0.4)
+
+
+@pytest.mark.parametrize("kw", [{"lr": 0}, {"factor": 1.0}, {"patience": -1},
+                                {"threshold": -0.1}, {"max_decreases": -1}])
+def test_bad_settings_raise_config_error(kw: dict) -> None:
+    with pytest.raises(ConfigError):
+        PlateauSchedule(**kw)
