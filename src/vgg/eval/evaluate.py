@@ -1,0 +1,508 @@
+"""The testing framework of Sect. 3.2: dense, multi-crop, "multi-crop & dense" and centre-crop
+evaluation at one or several test scales Q, for one net or a fusion of nets.
+
+One pass over the data per test scale: every image is decoded and rescaled once (smaller
+side Q), batched with images of the same rescaled size (aspect ratio kept), normalised on
+the device, and every requested (net, method) runs on that batch. The result keeps the
+posteriors of each (net, method, scale) separately, so single-scale, multi-scale, dense,
+multi-crop, "both" and fused numbers all come from one run (:meth:`EvalResult.select`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..checkpoint import Checkpoint, load_checkpoint
+from ..errors import BadImageError, ConfigError, DataError, VggError
+from ..model import VGG
+from . import metrics
+from .dense import dense_posteriors, size_buckets
+from .fusion import Posteriors, check_same_classes, fuse
+from .multicrop import center_posteriors, multicrop_posteriors
+
+log = logging.getLogger(__name__)
+
+METHODS = ("dense", "multicrop", "both", "center")
+# the single-network methods a piece can hold; "both" = dense + multicrop
+PIECE_METHODS = {"dense": ("dense",), "multicrop": ("multicrop",),
+                 "both": ("dense", "multicrop"), "center": ("center",)}
+PAPER_CROP = 224
+PAPER_SCALE_STEP = 32  # Q = {S-32, S, S+32} for 224 crops
+
+
+# ---------------------------------------------------------------------------- test scales
+
+def crop_train_scale(crop: int) -> int:
+    """The fixed training scale a net of this crop is assumed to have when its checkpoint
+    does not say: the paper's 256 for 224 crops, scaled (round(crop * 256 / 224))."""
+    return int(round(crop * 256 / PAPER_CROP))
+
+
+def default_scales(train_scale: Sequence[int] | int | None, crop: int = PAPER_CROP,
+                   multi_scale: bool = True) -> list[int]:
+    """Sect. 3.2 test scales Q for a net trained at ``train_scale`` (S or [s_min, s_max]).
+
+    Fixed S: Q = {S-32, S, S+32}; jittered: Q = {s_min, (s_min+s_max)/2, s_max}. Single
+    scale (``multi_scale=False``): Q = S, or the middle of the range. The step 32 is the
+    paper's for 224 crops and scales with the crop (5 pixels for a 32 crop). Q below the
+    crop is raised to the crop (logged). ``None`` means S = round(crop * 256 / 224).
+    """
+    if train_scale is None:
+        s_min = s_max = crop_train_scale(crop)
+    elif isinstance(train_scale, (int, np.integer)):
+        s_min = s_max = int(train_scale)
+    else:
+        ts = [int(v) for v in train_scale]
+        if len(ts) == 1:
+            ts = ts * 2
+        if len(ts) != 2 or ts[0] > ts[1] or ts[0] < 1:
+            raise ConfigError(f"train scale must be S or [s_min, s_max] with s_min <= s_max, "
+                              f"got {list(train_scale)}")
+        s_min, s_max = ts
+    mid = (s_min + s_max) // 2
+    if not multi_scale:
+        qs = [mid]
+    elif s_min == s_max:
+        step = max(1, int(round(PAPER_SCALE_STEP * crop / PAPER_CROP)))
+        qs = [s_min - step, s_min, s_min + step]
+    else:
+        qs = [s_min, mid, s_max]
+    if min(qs) < crop:
+        log.info("test scales %s raised to at least the crop %d", qs, crop)
+    return sorted(set(max(q, crop) for q in qs))
+
+
+def parse_scales(text: str) -> list[int]:
+    """``"256,384,512"`` -> [256, 384, 512]; ConfigError on anything else."""
+    try:
+        qs = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ConfigError(f"--scales wants comma-separated integers like 256,384,512, "
+                          f"got {text!r}") from None
+    if not qs or min(qs) < 1:
+        raise ConfigError(f"--scales wants positive integers, got {text!r}")
+    return sorted(set(qs))
+
+
+def check_scales(scales: Sequence[int], crop: int, name: str) -> list[int]:
+    qs = sorted(set(int(q) for q in scales))
+    if not qs:
+        raise ConfigError("no test scale given")
+    small = [q for q in qs if q < crop]
+    if small:
+        raise ConfigError(f"test scale(s) {small} smaller than the crop {crop} of {name}: "
+                          f"the image's smaller side Q must be >= the crop")
+    return qs
+
+
+# ---------------------------------------------------------------------------- nets
+
+@dataclass
+class EvalNet:
+    """A net to evaluate, with the facts evaluation needs from its checkpoint."""
+
+    model: VGG
+    name: str
+    train_scale: list[int] | None = None
+
+    @property
+    def crop(self) -> int:
+        return self.model.config.crop
+
+    @property
+    def train_scale_label(self) -> str:
+        ts = self.train_scale or [crop_train_scale(self.crop)] * 2
+        return str(ts[0]) if ts[0] == ts[1] else f"[{ts[0]};{ts[1]}]"
+
+
+def _train_scale(meta: dict[str, Any]) -> list[int] | None:
+    ts = meta.get("train_scale")
+    if ts is None:
+        return None
+    if isinstance(ts, (int, float)):
+        return [int(ts), int(ts)]
+    ts = [int(v) for v in ts]
+    return ts * 2 if len(ts) == 1 else ts
+
+
+def as_net(obj: VGG | Checkpoint | EvalNet | str | os.PathLike[str],
+           train_scale: Sequence[int] | None = None, index: int = 0) -> EvalNet:
+    """A checkpoint path, ``Checkpoint``, ``VGG`` or ``EvalNet`` -> ``EvalNet``."""
+    if isinstance(obj, EvalNet):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        obj = load_checkpoint(obj)
+    if isinstance(obj, Checkpoint):
+        net = EvalNet(obj.build_model(), str(obj.path or f"net{index}"),
+                      _train_scale(obj.meta))
+    elif isinstance(obj, VGG):
+        net = EvalNet(obj, f"net{index} ({obj.config.name})")
+    else:
+        raise TypeError(f"cannot evaluate a {type(obj).__name__}")
+    if train_scale is not None:
+        net.train_scale = _train_scale({"train_scale": list(train_scale)})
+    return net
+
+
+# ---------------------------------------------------------------------------- data
+
+class _RescaledImages(Dataset):
+    """Image i rescaled so its smaller side is Q: ``(i, uint8 (3, H, W) | None)`` (None for
+    an unreadable file, which is logged once and left out of the metrics)."""
+
+    def __init__(self, paths: Sequence[Path], q: int) -> None:
+        from ..data.transforms import RescaleTransform
+
+        self.paths = list(paths)
+        self.transform = RescaleTransform(q)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
+        try:
+            return i, self.transform(self.paths[i])["image"]
+        except BadImageError as e:
+            log.warning("skipping %s", e)
+            return i, None
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None]]
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Groups of equal-shape images: [(indices int64 (n,), images uint8 (n, 3, H, W))]. A
+    bucket normally has one shape; grouping again keeps a header that lied from breaking
+    the batch."""
+    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for i, img in items:
+        if img is not None:
+            groups.setdefault(tuple(img.shape), []).append((i, img))
+    return [(torch.tensor([i for i, _ in g], dtype=torch.int64),
+             torch.stack([img for _, img in g])) for g in groups.values()]
+
+
+def _sizes(paths: Sequence[Path], progress: bool) -> list[tuple[int, int] | None]:
+    from ..data.decode import image_size
+
+    out: list[tuple[int, int] | None] = []
+    for p in tqdm(paths, desc="image sizes", disable=not progress or len(paths) < 2000,
+                  leave=False):
+        try:
+            out.append(tuple(image_size(p)))  # type: ignore[arg-type]
+        except BadImageError as e:
+            log.warning("skipping %s", e)
+            out.append(None)
+    return out
+
+
+def image_ids(index: Any) -> list[str]:
+    """Stable ids: the path relative to the index root (else the path as given)."""
+    root = getattr(index, "root", None)
+    ids = []
+    for path, _ in index.samples:
+        p = Path(path)
+        if root is not None:
+            with contextlib.suppress(ValueError):
+                p = p.relative_to(root)
+        ids.append(p.as_posix())
+    return ids
+
+
+def _labels_for(index: Any, classes: list[str] | None, num_classes: int,
+                name: str) -> np.ndarray:
+    """The index's labels as indices into the net's class list (the dataset may hold a
+    subset of the net's classes, in another order)."""
+    labels = np.array([int(lbl) for _, lbl in index.samples], dtype=np.int64)
+    data_classes = list(getattr(index, "classes", None) or [])
+    if classes is None or not data_classes or data_classes == classes:
+        if labels.size and labels.max() >= num_classes:
+            raise DataError(f"dataset has labels up to {labels.max()} but {name} has "
+                            f"{num_classes} classes")
+        return labels
+    missing = [c for c in data_classes if c not in classes]
+    if missing:
+        raise DataError(f"{len(missing)} class(es) of the dataset are unknown to {name}: "
+                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    remap = np.array([classes.index(c) for c in data_classes], dtype=np.int64)
+    return remap[labels]
+
+
+# ---------------------------------------------------------------------------- results
+
+@dataclass
+class Piece:
+    """Posteriors (N, K) of one net with one method at one test scale."""
+
+    net: int
+    method: str  # "dense" | "multicrop" | "center"
+    scale: int
+    posteriors: np.ndarray
+
+
+@dataclass
+class EvalResult:
+    """Metrics and per-image posteriors (averaged over all pieces) of one evaluation.
+
+    ``pieces`` keep each (net, method, scale) apart; :meth:`select` recombines a subset
+    without rerunning a network."""
+
+    method: str
+    nets: list[str]
+    configs: list[str]
+    train_scales: list[str]
+    scales: list[list[int]]  # per net
+    flip: bool
+    classes: list[str]
+    image_ids: list[str]
+    labels: np.ndarray
+    pieces: list[Piece]
+    skipped: list[str] = field(default_factory=list)
+    posteriors: np.ndarray = field(init=False)
+    top1_err: float = field(init=False)
+    top5_err: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.pieces:
+            raise VggError("no posteriors to combine")
+        self.posteriors = np.mean([p.posteriors for p in self.pieces], axis=0,
+                                  dtype=np.float64).astype(np.float32)
+        self.top1_err = metrics.top1_error(self.posteriors, self.labels)
+        self.top5_err = metrics.top5_error(self.posteriors, self.labels)
+
+    @property
+    def n_images(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, method: str | None = None, scales: Sequence[int] | None = None,
+               nets: Sequence[int] | None = None) -> EvalResult:
+        """The result restricted to some method ("dense", "multicrop", "both", "center"),
+        test scales and nets (indices), by averaging the kept pieces' posteriors."""
+        if method is not None and method not in METHODS:
+            raise ConfigError(f"unknown method {method!r}; choose from {METHODS}")
+        keep_m = PIECE_METHODS[method] if method else None
+        keep = [p for p in self.pieces
+                if (keep_m is None or p.method in keep_m)
+                and (scales is None or p.scale in scales)
+                and (nets is None or p.net in nets)]
+        if not keep:
+            raise VggError(f"this result holds no posteriors for method={method}, "
+                           f"scales={scales}, nets={nets} (it has "
+                           f"{sorted({(p.method, p.scale) for p in self.pieces})})")
+        if method == "both" and {p.method for p in keep} != {"dense", "multicrop"}:
+            raise VggError("'both' needs dense and multicrop posteriors in the result")
+        used = sorted({p.net for p in keep})
+        remap = {old: new for new, old in enumerate(used)}
+        methods = {p.method for p in keep}
+        m = "both" if methods == {"dense", "multicrop"} else methods.pop()
+        return EvalResult(
+            method=m, nets=[self.nets[i] for i in used], configs=[self.configs[i] for i in used],
+            train_scales=[self.train_scales[i] for i in used],
+            scales=[sorted({p.scale for p in keep if p.net == i}) for i in used],
+            flip=self.flip, classes=self.classes, image_ids=self.image_ids,
+            labels=self.labels, skipped=self.skipped,
+            pieces=[Piece(remap[p.net], p.method, p.scale, p.posteriors) for p in keep])
+
+    def to_posteriors(self) -> Posteriors:
+        return Posteriors(image_ids=self.image_ids, classes=self.classes, labels=self.labels,
+                          posteriors=self.posteriors, meta=self._meta())
+
+    def save_posteriors(self, path: str | os.PathLike[str]) -> Path:
+        """``.npz`` with image ids, class list, labels and float32 posteriors (for
+        ``vgg fuse``)."""
+        return self.to_posteriors().save(path)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"method": self.method, "nets": self.nets, "config": self.configs,
+                "train_scale": self.train_scales, "scales": self.scales, "flip": self.flip}
+
+    def table_row(self) -> dict[str, Any]:
+        """One row of the paper's tables (see ``vgg.report.paper_table``)."""
+        return {"config": " & ".join(self.configs),
+                "train_scale": " & ".join(dict.fromkeys(self.train_scales)),
+                "test_scale": " & ".join(dict.fromkeys(",".join(map(str, s))
+                                                       for s in self.scales)),
+                "method": self.method, "top1_err": self.top1_err, "top5_err": self.top5_err}
+
+    def to_json(self, confused: int = 10) -> dict[str, Any]:
+        """JSON-ready: ``top1_err``, ``top5_err`` (fractions), ``n_images``, per-class
+        accuracy, most confused pairs, and what was evaluated."""
+        summary = metrics.summarize(self.posteriors, self.labels, self.classes, confused)
+        return summary | self._meta() | {
+            "n_skipped": len(self.skipped), "skipped": self.skipped[:100],
+            "pieces": [{"net": p.net, "method": p.method, "scale": p.scale,
+                        "top1_err": metrics.top1_error(p.posteriors, self.labels),
+                        "top5_err": metrics.top5_error(p.posteriors, self.labels)}
+                       for p in self.pieces]}
+
+
+def result_from_posteriors(post: Posteriors) -> EvalResult:
+    """An ``EvalResult`` around saved (possibly fused) posteriors, for reports."""
+    meta = post.meta
+
+    def flat(m: dict[str, Any]) -> list[dict[str, Any]]:  # fusions of fusions
+        return [x for f in m["fused"] for x in flat(f)] if "fused" in m else [m]
+
+    parts = flat(meta)
+    # the same net at several scales or methods is one row entry with merged scales
+    by_net: dict[str, tuple[str, str, set[int]]] = {}
+    for m in parts:
+        names = m.get("nets") or [m.get("source") or post.name]
+        for i, name in enumerate(names):
+            cfg = (m.get("config") or ["?"] * len(names))[i]
+            ts = (m.get("train_scale") or ["?"] * len(names))[i]
+            qs = (m.get("scales") or [[]] * len(names))[i]
+            by_net.setdefault(name, (cfg, ts, set()))[2].update(int(q) for q in qs)
+    nets = list(by_net)
+    configs = [by_net[n][0] for n in nets]
+    train = [by_net[n][1] for n in nets]
+    scales = [sorted(by_net[n][2]) for n in nets]
+    methods = {m.get("method", "?") for m in parts}
+    if "both" in methods:
+        methods = (methods - {"both"}) | {"dense", "multicrop"}
+    method = "both" if methods == {"dense", "multicrop"} else " & ".join(sorted(methods))
+    return EvalResult(method=method, nets=nets, configs=configs, train_scales=train,
+                      scales=scales, flip=bool(meta.get("flip", True)), classes=post.classes,
+                      image_ids=post.image_ids, labels=post.labels,
+                      pieces=[Piece(0, method, 0, post.posteriors)])
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"bad device {device!r}: {e}") from None
+
+
+def _batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for groups in loader:
+        yield from groups
+
+
+def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str]]
+             | VGG | str | os.PathLike[str],
+             index: Any, method: str = "dense", scales: Sequence[int] | None = None,
+             flip: bool = True, batch_size: int = 16,
+             device: str | torch.device | None = None, workers: int | None = None, *,
+             amp: bool = False, train_scale: Sequence[int] | None = None,
+             multi_scale: bool = True, progress: bool = True) -> EvalResult:
+    """Sect. 3.2 testing of one net or a fusion of nets on ``index`` (an ``ImageIndex``:
+    ``.samples`` [(path, label)], ``.classes``, ``.root``).
+
+    ``method``: "dense", "multicrop" (5x5 grid + mirrors per scale), "both" (their
+    average) or "center" (one centre crop). ``scales``: test scales Q for every net;
+    default per net from its checkpoint's ``meta["train_scale"]`` (:func:`default_scales`,
+    three scales, or one with ``multi_scale=False`` or method "center"). ``flip``
+    averages with the mirror image (dense, multi-crop). ``amp``: bf16/fp16 autocast on
+    CUDA. ``train_scale`` overrides the nets' training scale (for bare ``VGG`` objects).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if isinstance(models, (VGG, str, os.PathLike, Checkpoint, EvalNet)):
+        models = [models]
+    nets = [as_net(m, train_scale, i) for i, m in enumerate(models)]
+    if not nets:
+        raise ConfigError("no net to evaluate")
+    check_same_classes([n.model.classes for n in nets], [n.name for n in nets])
+    ref = nets[0].model
+    num = {n.model.config.num_classes for n in nets}
+    if len(num) > 1:
+        raise VggError(f"cannot fuse nets with {sorted(num)} outputs: "
+                       f"{', '.join(n.name for n in nets)}")
+    classes = list(ref.classes) if ref.classes is not None else [
+        str(i) for i in range(ref.config.num_classes)]
+    if not index.samples:
+        raise DataError(f"no images to evaluate in {getattr(index, 'root', None) or 'index'}")
+    labels = _labels_for(index, ref.classes, ref.config.num_classes, nets[0].name)
+    single = method == "center" or not multi_scale
+    per_net = [check_scales(scales, n.crop, n.name) if scales is not None
+               else default_scales(n.train_scale, n.crop, multi_scale=not single)
+               for n in nets]
+    dev = _device(device)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    paths = [Path(p) for p, _ in index.samples]
+    n_img, k = len(paths), ref.config.num_classes
+    sizes = _sizes(paths, progress)
+    ok_rows = [i for i, s in enumerate(sizes) if s is not None]
+    from ..data.transforms import rescale_size
+
+    kinds = PIECE_METHODS[method]
+    pieces = {(j, m, q): np.full((n_img, k), np.nan, dtype=np.float32)
+              for j, qs in enumerate(per_net) for q in qs for m in kinds}
+    fcns = []
+    for n in nets:
+        n.model.eval().to(dev)
+        fcn = n.model.to_fully_conv().eval()
+        if dev.type == "cuda":
+            fcn = fcn.to(memory_format=torch.channels_last)
+        fcns.append(fcn)
+    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
+                              else torch.float16)
+               if amp and dev.type == "cuda" else contextlib.nullcontext())
+    all_q = sorted({q for qs in per_net for q in qs})
+    for q in all_q:
+        active = [j for j, qs in enumerate(per_net) if q in qs]
+        rescaled = [rescale_size(*sizes[i], q) for i in ok_rows]  # type: ignore[misc]
+        buckets = [[ok_rows[i] for i in b] for b in size_buckets(rescaled, batch_size)]
+        loader = DataLoader(_RescaledImages(paths, q), batch_sampler=buckets,
+                            collate_fn=_collate, num_workers=workers,
+                            pin_memory=dev.type == "cuda",
+                            persistent_workers=False)
+        bar = tqdm(total=len(ok_rows), desc=f"{method} Q={q}", unit="img",
+                   disable=not progress, leave=False)
+        with torch.inference_mode(), amp_ctx:
+            for rows, images in _batches(loader):
+                x8 = images.to(dev, non_blocking=True)
+                rows_np = rows.numpy()
+                for j in active:
+                    net, fcn = nets[j], fcns[j]
+                    x = net.model.preprocess(x8)
+                    if dev.type == "cuda":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    for m in kinds:
+                        if m == "dense":
+                            p = dense_posteriors(fcn, x, flip)
+                        elif m == "multicrop":
+                            p = multicrop_posteriors(fcn, x, net.crop, flip)
+                        else:
+                            p = center_posteriors(fcn, x, net.crop)
+                        pieces[(j, m, q)][rows_np] = p.float().cpu().numpy()
+                bar.update(len(rows_np))
+        bar.close()
+    done = np.ones(n_img, dtype=bool)
+    for arr in pieces.values():
+        done &= ~np.isnan(arr).any(1)
+    ids = image_ids(index)
+    skipped = [ids[i] for i in np.nonzero(~done)[0]]
+    if not done.any():
+        raise DataError(f"none of the {n_img} images could be read")
+    if skipped:
+        log.warning("%d of %d images could not be read and are left out", len(skipped), n_img)
+    keep = np.nonzero(done)[0]
+    return EvalResult(
+        method=method, nets=[n.name for n in nets], configs=[n.model.config.name for n in nets],
+        train_scales=[n.train_scale_label for n in nets], scales=per_net, flip=flip,
+        classes=classes, image_ids=[ids[i] for i in keep], labels=labels[keep],
+        skipped=skipped,
+        pieces=[Piece(j, m, q, arr[keep]) for (j, m, q), arr in pieces.items()])
+
+
+def fuse_results(results: Sequence[EvalResult]) -> EvalResult:
+    """Average several results on the same images (e.g. two nets evaluated separately)."""
+    return result_from_posteriors(fuse([r.to_posteriors() for r in results]))
