@@ -1,0 +1,105 @@
+"""``vgg evaluate``: Sect. 3.2 testing (dense, multi-crop, both, centre crop; one or several
+test scales; one net or a fusion of nets) with top-1/top-5 error in the paper's layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="top-1/top-5 error with dense / multi-crop / multi-scale testing",
+        description="Evaluate one checkpoint, or the fusion (averaged posteriors) of several, "
+                    "on a labelled dataset. Prints a table in the paper's layout (config, "
+                    "train S, test Q, method, top-1, top-5).",
+        epilog="--data DIR: a dataset root with DIR/val (class folders, or ImageNet's flat "
+               "val with its devkit), or else a folder of class folders. Default test "
+               "scales (Sect. 3.2): fixed S -> {S-32, S, S+32}; jittered [s_min, s_max] -> "
+               "{s_min, mid, s_max}; method center -> S or mid only.")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint file(s)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate on")
+    p.add_argument("--split", default=None,
+                   help="split folder of DIR (default: val when DIR/val exists, else DIR "
+                        "itself holds the class folders)")
+    p.add_argument("--method", choices=("dense", "multicrop", "both", "center"),
+                   default="dense", help="dense (default), multicrop (5x5 grid + mirrors = 50 "
+                   "crops per scale), both (their average) or center (one centre crop)")
+    p.add_argument("--scales", default=None, metavar="Q,Q,...",
+                   help="test scales (smaller image side), e.g. 256,384,512; default from the "
+                        "checkpoint's training scale")
+    p.add_argument("--single-scale", action="store_true",
+                   help="default to one test scale (Q = S, or the middle of [s_min, s_max])")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="do not average with the horizontally mirrored image")
+    p.add_argument("--batch", type=positive_int, default=16, help="images per batch")
+    p.add_argument("--workers", type=int, default=None, help="data loading processes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--save-posteriors", default=None, metavar="OUT.npz",
+                   help="write per-image posteriors (for `vgg fuse`)")
+    p.add_argument("--json", default=None, metavar="OUT.json", help="write the metrics as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.set_defaults(func=run)
+
+
+def load_index(data: str, split: str | None, classes: list[str] | None):  # noqa: ANN201
+    """DIR/<split> (default val) through ``index_split``, else DIR as class folders."""
+    from ..data.folders import index_folder, index_split
+    from ..errors import DataError
+
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    if split is not None or (root / "val").is_dir():
+        return index_split(root, split or "val", classes)
+    return index_folder(root, classes)
+
+
+def result_rows(result) -> list:  # noqa: ANN001
+    """The result, preceded by its parts when it combines nets or methods."""
+    rows = []
+    if len(result.nets) > 1:
+        rows += [result.select(nets=[i]) for i in range(len(result.nets))]
+    if result.method == "both":
+        rows += [result.select(method="dense"), result.select(method="multicrop")]
+    return rows + [result]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import VggError
+    from ..eval import as_net, evaluate, parse_scales
+    from ..report import paper_table
+
+    scales = parse_scales(args.scales) if args.scales is not None else None
+    if args.workers is not None and args.workers < 0:
+        raise VggError(f"--workers must be >= 0, got {args.workers}")
+    nets = [as_net(c, index=i) for i, c in enumerate(args.checkpoints)]
+    index = load_index(args.data, args.split, nets[0].model.classes)
+    result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,
+                      batch_size=args.batch, device=args.device, workers=args.workers,
+                      amp=args.amp, multi_scale=not args.single_scale,
+                      progress=sys.stderr.isatty())
+    print(paper_table(result_rows(result), fmt="markdown" if args.markdown else "text"))
+    print(f"{result.n_images} images" + (f", {len(result.skipped)} unreadable skipped"
+                                         if result.skipped else ""))
+    if args.save_posteriors:
+        print(f"posteriors: {result.save_posteriors(args.save_posteriors)}")
+    if args.json:
+        _write_json(args.json, result.to_json())
+        print(f"metrics: {args.json}")
+    return 0
+
+
+def _write_json(path: str, obj: dict) -> None:
+    from ..checkpoint import atomic_write
+    from ..errors import VggError
+
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+    except OSError as e:
+        raise VggError(f"cannot write {path}: {e.strerror or e}") from None

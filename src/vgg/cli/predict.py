@@ -1,0 +1,53 @@
+"""``vgg predict``: the top-k classes of images with their probabilities (dense evaluation at
+one test scale by default). A bad image gets an error line naming it; the others are
+still predicted, and the exit status is 1 when any failed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="top-k classes of images or folders of images",
+        description="Predict the classes of images with a checkpoint: dense evaluation "
+                    "(Sect. 3.2) at one test scale (S, or the middle of the training range) "
+                    "unless --scale / --method say otherwise.")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--scale", type=positive_int, default=None, metavar="Q",
+                   help="test scale (smaller image side), >= the net's crop")
+    p.add_argument("--method", choices=("dense", "center"), default="dense")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="dense: do not average with the mirror image")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    p.add_argument("--json", action="store_true", help="print JSON (one list) instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import DataError
+    from ..eval import predict
+
+    preds = predict(args.checkpoint, args.inputs, top=args.top, scale=args.scale,
+                    method=args.method, flip=args.flip, device=args.device,
+                    progress=sys.stderr.isatty())
+    if not preds:
+        raise DataError(f"no image files in {', '.join(args.inputs)}")
+    if args.json:
+        print(json.dumps([p.to_json() for p in preds], indent=2))
+    else:
+        for p in preds:
+            if p.error is not None:
+                print(f"error: {p.error}", file=sys.stderr)
+                continue
+            print(f"{p.path}: " + ", ".join(f"{c} ({v:.3f})" for c, v in p.top or []))
+    failed = sum(p.error is not None for p in preds)
+    if failed:
+        print(f"{failed} of {len(preds)} image(s) could not be predicted", file=sys.stderr)
+    return 1 if failed else 0
