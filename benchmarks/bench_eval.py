@@ -8,9 +8,8 @@ shares them), for a similar error. This script measures images/s end to end (dec
 rescale, network) and counts multiply-adds per image from the net's shape and the actual
 rescaled image sizes (``vgg.summary.total_macs``).
 
-By default it makes its own scaled-down setting: the shapes dataset (vgg.data.synthetic),
-and a net trained on it for a few epochs with ``vgg.train`` (jittered S, so the default
-test scales are {s_min, mid, s_max}). ``--checkpoint`` and ``--data`` measure an existing
+By default it makes its own scaled-down setting: the dataset and net of
+``vgg demo --quick`` (jittered S, so the default test scales are {s_min, mid, s_max}). ``--checkpoint`` and ``--data`` measure an existing
 net instead. ``--record`` writes the table into docs/benchmarks.md between
 ``<!-- eval:begin -->`` and ``<!-- eval:end -->``.
 
@@ -44,22 +43,28 @@ from vgg.summary import total_macs  # noqa: E402
 NOTE = ('Reading it: the mult-adds column is the hardware-independent comparison. images/s '
         'comes from a loaded 2-core CPU at a tiny scale, where dense evaluation pays a fixed '
         'per-forward overhead: images keep their aspect ratio, so a batch holds one rescaled '
-        'size and most batches here hold one or two images. Errors near chance (90% top-1 for'
-        ' 10 classes) mean the short default training did not learn; pass `--epochs` or '
-        "`--checkpoint`/`--data` for errors that compare the protocols' accuracy.")
+        'size and most batches here hold one or two images. The default net is the quick '
+        "demo's (about 45% top-1 error, chance 90%); `--checkpoint`/`--data` measure a "
+        'better-trained one, e.g. the full `vgg demo` run.')
 
 
-def make_setting(work: Path, epochs: int, seed: int) -> tuple[Path, Path]:
-    """The shapes dataset and a small net A trained on it with scale jittering."""
+def make_setting(work: Path, epochs: int | None, seed: int) -> tuple[Path, Path]:
+    """The shapes dataset and net of ``vgg demo --quick`` (A-BN, crop 32, S in [36, 48]),
+    trained with scale jittering so the default test scales are {s_min, mid, s_max}."""
     from vgg.data.synthetic import make_shapes_dataset
+    from vgg.demo import make_plan
     from vgg.train import TrainConfig, train
 
-    data = make_shapes_dataset(work / "data", classes=10, train_per_class=80,
-                               val_per_class=20, seed=seed, min_side=64, max_side=160)
-    cfg = TrainConfig(data=str(data), out=str(work / "run"), arch="A", width=0.25,
-                      fc_width=128, crop=64, scale=(64, 128), epochs=epochs, batch=32,
-                      lr=0.02, init="glorot", seed=seed, tensorboard=False, plot=False,
-                      progress=False, device="cpu")
+    p = make_plan(True, torch.device("cpu"))
+    data = make_shapes_dataset(work / "data", classes=p.classes,
+                               train_per_class=p.train_per_class,
+                               val_per_class=p.val_per_class, seed=seed, min_side=p.min_side,
+                               max_side=p.max_side, object_size=p.object_size)
+    cfg = TrainConfig(data=str(data), out=str(work / "run"), arch=p.arch,
+                      batch_norm=p.batch_norm, width=p.width, fc_width=p.fc_width,
+                      crop=p.crop, scale=p.scale, epochs=epochs or p.epochs, batch=p.batch,
+                      lr=p.lr, init=p.init, patience=p.patience, seed=seed,
+                      tensorboard=False, plot=False, progress=False, device="cpu")
     result = train(cfg, progress=False)
     return Path(result.best_path), data
 
@@ -88,7 +93,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=None, help="evaluate this net instead of training one")
     ap.add_argument("--data", default=None, help="dataset root (with val/) for --checkpoint")
-    ap.add_argument("--epochs", type=int, default=3, help="training epochs of the default net")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="training epochs of the default net (default: the quick demo's 12)")
     ap.add_argument("--limit", type=int, default=60,
                     help="evaluate the first N val images of each class in turn (0 = all)")
     ap.add_argument("--batch", type=int, default=16)

@@ -71,7 +71,8 @@ def resolve_arch(name: str) -> tuple[str, bool]:
 
 
 def parse_token(token: str) -> tuple[str, int, int]:
-    """``"c3-64"`` -> ``("conv", 3, 64)``; ``"M"`` -> ``("pool", 2, 0)``; ``"LRN"`` -> ``("lrn", 5, 0)``."""
+    """``"c3-64"`` -> ``("conv", 3, 64)``; ``"M"`` -> ``("pool", 2, 0)``;
+    ``"LRN"`` -> ``("lrn", 5, 0)``."""
     if token == "M":
         return "pool", 2, 0
     if token == "LRN":

@@ -18,7 +18,8 @@ from .model import LRN_SIZE, VGGConfig, last_channels
 @dataclass(frozen=True)
 class LayerRow:
     """One layer: paper name (``conv3_1``, ``pool3``, ``fc6``), type, output shape
-    (C, H, W) for one image ((C,) for the FC layers of the FC form), parameter count and multiply-adds per image."""
+    (C, H, W) for one image ((C,) for the FC layers of the FC form), parameter count and
+    multiply-adds per image."""
 
     name: str
     kind: str

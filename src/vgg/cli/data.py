@@ -66,12 +66,10 @@ def _stats(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from ..data.synthetic import make_shapes_dataset
 
-    out = make_shapes_dataset(args.out, classes=args.classes,
-                              train_per_class=args.train_per_class,
-                              val_per_class=args.val_per_class, seed=args.seed,
-                              multi=args.multi, min_side=args.min_side,
-                              max_side=args.max_side, workers=args.workers,
-                              object_size=(args.min_object, args.max_object))
-    n = args.classes * (args.train_per_class + args.val_per_class)
-    print(f"wrote {n} images of {args.classes} classes to {out}")
-    return 0
+    make_shapes_dataset(args.out, classes=args.classes,
+                        train_per_class=args.train_per_class,
+                        val_per_class=args.val_per_class, seed=args.seed,
+                        multi=args.multi, min_side=args.min_side,
+                        max_side=args.max_side, workers=args.workers,
+                        object_size=(args.min_object, args.max_object))
+    return 0  # make_shapes_dataset logs "wrote N images of K classes to OUT"

@@ -10,9 +10,9 @@ Each image has its own size (sides drawn in [min_side, max_side], so aspect rati
 and a textured background (colour gradient, low-frequency blotches, stripes or noise)
 with distractor lines and scribbles that are not class shapes. A single-label image holds
 one object of its folder's class whose larger extent is 10% to 90% of the smaller image
-side, at a random position (the main object drawn towards the middle, Beta(3, 3)), rotation and colour. With ``multi=True`` every image holds 2 to
-4 objects of different classes (its folder's class first), for multi-label training and
-mAP. Everything comes from ``np.random.default_rng([seed, split, class, i])``: the same seed
+side, at a random position (the main object drawn towards the middle, Beta(3, 3)),
+rotation and colour. With ``multi=True`` every image holds 2 to 4 objects of different
+classes (its folder's class first), for multi-label training and mAP. Everything comes from ``np.random.default_rng([seed, split, class, i])``: the same seed
 gives byte-identical files, whatever the number of worker processes.
 """
 

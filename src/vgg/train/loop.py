@@ -455,6 +455,14 @@ class Trainer:
         self._train_loader.sampler.set_epoch(epoch, start)
         return self._train_loader
 
+    def close(self) -> None:
+        """Stop the persistent loader processes now rather than whenever the trainer is
+        garbage-collected (at interpreter exit that can be a KeyboardInterrupt traceback)."""
+        loader = self.__dict__.pop("_train_loader", None)
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
     def validate(self) -> dict[str, float]:
         """Single-scale validation at Q = ``test_scale``: the centre crop through the FC net,
         or the whole image through the fully-convolutional net (``dense``, Sect. 3.2,
@@ -641,10 +649,13 @@ def train(cfg: TrainConfig, progress: bool = True,
     also written to ``RUN/metrics.jsonl``). Under ``torchrun`` each process calls this;
     only rank 0 writes. Returns the run folder, checkpoint paths and the history.
     """
+    trainer: Trainer | None = None
     try:
         trainer = Trainer(cfg, progress, callback)
         return trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()
         D.cleanup()
 
 

@@ -1,0 +1,57 @@
+"""`vgg demo --quick` end to end: it must learn far above chance and write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vgg.cli import main
+from vgg.demo import DemoConfig, make_plan, run_demo
+
+
+@pytest.mark.slow
+def test_quick_demo_learns_and_writes_report(tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "demo"
+    result = run_demo(DemoConfig(out=out, quick=True, device="cpu", workers=1,
+                                 progress=False))
+    plan = make_plan(True, torch.device("cpu"))
+    chance = 1 - 1 / plan.classes
+    protocols = [r["protocol"] for r in result.rows]
+    assert protocols == ["centre crop", "dense", "dense 3 scales", "multi-crop 3 scales",
+                         "multi-crop & dense"]
+    for r in result.rows:
+        assert 0.0 <= r["top1_err"] <= 1.0 and r["top5_err"] <= r["top1_err"]
+        assert r["n_images"] == plan.classes * plan.val_per_class
+    # far below chance (top-1 0.9 and top-5 0.5 for 10 classes) with the best protocol;
+    # the 2-minute plan reaches about 0.45 / 0.03, the 10-minute plan about 0.02 / 0.00
+    assert min(r["top1_err"] for r in result.rows) < chance - 0.3
+    assert min(r["top5_err"] for r in result.rows) < (1 - 5 / plan.classes) - 0.35
+    report = (out / "report.md").read_text()
+    for method in ("center", "dense", "multicrop", "both"):  # the paper's method names
+        assert f"| {method} |" in report
+    assert "vgg predict" in report and "vgg evaluate" in report
+    for png in (out / "errors.png", out / "run" / "curves.png"):
+        assert png.stat().st_size > 1000
+    assert result.checkpoint.is_file()
+    # the checkpoint works with `vgg predict`
+    image = next((out / "data" / "val").glob("*/*.jpg"))
+    assert main(["predict", str(result.checkpoint), str(image), "--top", "3"]) == 0
+    # a second run reuses the dataset and refuses a folder made with other settings
+    (out / "data" / "synth.json").write_text('{"classes": 3}')
+    assert main(["demo", "--out", str(out), "--quick", "--device", "cpu"]) == 2
+
+
+def test_demo_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--seed", "-1"])
+    assert e.value.code == 2
+    assert "must be >= 0" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "data").mkdir()
+    (tmp_path / "junk" / "data" / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "junk"), "--quick", "--device", "cpu"]) == 2
+    assert "not a shapes dataset" in capsys.readouterr().err
+    assert (tmp_path / "junk" / "data" / "notes.txt").read_text() == "mine"
