@@ -41,7 +41,7 @@ from vgg.summary import total_macs  # noqa: E402
 
 
 NOTE = ('Reading it: the mult-adds column is the hardware-independent comparison. images/s '
-        'comes from a loaded 2-core CPU at a tiny scale, where dense evaluation pays a fixed '
+        'comes from a 2-core CPU at a tiny scale, where dense evaluation pays a fixed '
         'per-forward overhead: images keep their aspect ratio, so a batch holds one rescaled '
         'size and most batches here hold one or two images. The default net is the quick '
         "demo's (about 45% top-1 error, chance 90%); `--checkpoint`/`--data` measure a "
@@ -115,9 +115,13 @@ def main() -> int:
         setting = f"checkpoint `{ckpt}` on `{data}`"
     else:
         ckpt, data = make_setting(Path(tmp.name), args.epochs, args.seed)
-        setting = (f"net A (width 1/4, fc_width 128, crop 64, 10 classes) trained "
-                   f"{args.epochs} epochs with S jittered in [64, 128] on the generated shapes "
-                   f"dataset")
+        from vgg.demo import make_plan
+
+        p = make_plan(True, torch.device("cpu"))
+        setting = (f"the quick demo's net {p.arch}{'-BN' if p.batch_norm else ''} (width "
+                   f"{p.width:g}, fc_width {p.fc_width}, crop {p.crop}, {p.classes} classes) "
+                   f"trained {args.epochs or p.epochs} epochs with S jittered in "
+                   f"[{p.scale[0]}, {p.scale[1]}] on the generated shapes dataset")
     t_setup = time.perf_counter() - t0
     from vgg.cli.evaluate import load_index
 
