@@ -147,3 +147,13 @@ def test_wrong_net_weights_name_the_keys(tmp_path: Path) -> None:
     torch.save(d, tmp_path / "deeper.pt")
     with pytest.raises(CheckpointError, match="Unexpected key"):
         load_model(tmp_path / "deeper.pt")
+
+
+def test_saved_files_get_the_usual_mode(tmp_path: Path) -> None:
+    """mkstemp creates 0600 files; a checkpoint gets 0666 minus the umask like any file."""
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", small_model())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

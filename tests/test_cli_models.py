@@ -119,3 +119,17 @@ def test_export_errors(checkpoint: tuple[Path, torch.nn.Module], tmp_path: Path,
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "a.st").exists()
+
+
+def test_export_onnx_without_onnx_installed(checkpoint: tuple[Path, torch.nn.Module],
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`pip install -e .` has no onnx (it is the `export` extra): say how to get it."""
+    import sys
+
+    path, _ = checkpoint
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
+    assert main(["export", str(path), "--onnx", str(tmp_path / "a.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'vgg[export]'" in err and "Traceback" not in err
+    assert not (tmp_path / "a.onnx").exists()

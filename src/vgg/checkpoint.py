@@ -68,6 +68,12 @@ def state_dict_error(e: RuntimeError, limit: int = 3) -> str:
     return "; ".join(lines[:limit]) + more
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it
     over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
@@ -79,6 +85,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -312,7 +312,7 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
         "```bash",
         f"vgg evaluate {ckpt} --data {data} --method both --json results-both.json",
         f"vgg predict {ckpt} {example} --top 3",
-        f"vgg export {ckpt} --onnx demo.onnx --fully-conv",
+        f"vgg export {ckpt} --onnx demo.onnx --fully-conv   # pip install 'vgg[export]'",
         "```",
         "",
     ]

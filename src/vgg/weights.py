@@ -334,7 +334,11 @@ def export_onnx(model: VGG | VGGFullyConv, path: str | os.PathLike[str], *,
     (N, K, H/32 - k + 1, W/32 - k + 1) score map of Sect. 3.2. The config, class names and
     preprocessing go into the ONNX metadata (JSON strings). Atomic write.
     """
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'vgg[export]' "
+                          "(or pip install onnx)") from None
 
     if isinstance(model, VGGFullyConv):
         net: nn.Module = model
