@@ -12,9 +12,12 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ..errors import VggError
+
+T = TypeVar("T", int, float)
 
 # Sub-command modules, in the order `vgg --help` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "models", "data", "train", "evaluate", "fuse", "predict",
@@ -59,37 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], rule: str, kind: str,
+             name: str) -> Callable[[str], T]:
+    """An argparse type: ``cast(text)`` that must satisfy ``ok`` (``rule`` says how)."""
+    def parse(text: str) -> T:
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {v}")
+        return v
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
+positive_int = _bounded(int, lambda v: v >= 1, ">= 1", "an integer", "positive_int")
+nonneg_int = _bounded(int, lambda v: v >= 0, ">= 0", "an integer", "nonneg_int")
+positive_float = _bounded(float, lambda v: v > 0, "> 0", "a number", "positive_float")
+nonneg_float = _bounded(float, lambda v: v >= 0, ">= 0", "a number", "nonneg_float")
+unit_float = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)", "a number", "unit_float")
 
 
 def crop_size(text: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_flags, nonneg_int, positive_float, positive_int
+from . import add_model_flags, nonneg_float, nonneg_int, positive_float, positive_int, unit_float
 
 _EPILOG = """\
 defaults are the paper's recipe (Sect. 3.1): SGD, momentum 0.9, batch 256, weight decay
@@ -18,8 +18,9 @@ examples:
   vgg train --data DIR --arch A --scale 256 --out runs/A-S256
   vgg train --config configs/D-S256.yaml --data DIR --init-from runs/A-S256/best.pt
   vgg train --config configs/D-S384.yaml --data DIR --finetune-from runs/D-S256/best.pt
-  vgg train --data DIR --arch A --width 0.125 --fc-width 256 --crop 64 --scale 72-96 \\
-            --batch 64 --device cpu          # the recipe scaled down for a laptop
+  vgg train --data DIR --arch A --bn --width 0.25 --fc-width 1024 --crop 32 \\
+            --scale 36-48 --batch 64 --lr 0.02 --init kaiming --device cpu
+                                             # the recipe scaled down for a laptop
   vgg train --resume runs/A-S256             # continue a stopped/killed run exactly
   torchrun --nproc-per-node 4 -m vgg train --config configs/D-S256.yaml --data DIR
 see docs/training.md for resume semantics and multi-node runs."""
@@ -36,23 +37,6 @@ def _scale(text: str) -> tuple[int, int]:
     if min(s) < 1:
         raise argparse.ArgumentTypeError(f"scales must be >= 1, got {text!r}")
     return s
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _unit_float(text: str) -> float:
-    v = _nonneg_float(text)
-    if v >= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for action in p._actions:  # only flags the user gives may override --config
         if action.dest in ("arch", "bn", "width", "fc_width", "crop"):
             action.default = argparse.SUPPRESS
-    p.add_argument("--dropout", type=_unit_float, help="dropout on FC1/FC2 (paper 0.5)")
+    p.add_argument("--dropout", type=unit_float, help="dropout on FC1/FC2 (paper 0.5)")
     rec = p.add_argument_group("recipe (Sect. 3.1)")
     rec.add_argument("--scale", type=_scale, metavar="S|SMIN-SMAX",
                      help="training scale: fixed S (256) or jittered per image (256-512)")
@@ -88,20 +72,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "with the same result (except batch-norm statistics)")
     rec.add_argument("--lr", type=positive_float, help="initial learning rate (paper 1e-2; "
                      "1e-3 when fine-tuning S=256 -> S=384)")
-    rec.add_argument("--momentum", type=_unit_float, help="SGD momentum (0.9)")
-    rec.add_argument("--weight-decay", type=_nonneg_float, help="L2 multiplier (5e-4)")
+    rec.add_argument("--momentum", type=unit_float, help="SGD momentum (0.9)")
+    rec.add_argument("--weight-decay", type=nonneg_float, help="L2 multiplier (5e-4)")
     rec.add_argument("--decay-biases", action=argparse.BooleanOptionalAction,
                      help="also weight-decay biases and BN parameters (default: no)")
     rec.add_argument("--lr-factor", type=positive_float, help="lr multiplier at a plateau (0.1)")
     rec.add_argument("--patience", type=nonneg_int,
                      help="epochs without improvement before a decrease (2)")
-    rec.add_argument("--plateau-threshold", type=_nonneg_float,
+    rec.add_argument("--plateau-threshold", type=nonneg_float,
                      help="improvement of val top-1 error that counts (0.001)")
     rec.add_argument("--lr-decreases", type=nonneg_int,
                      help="decreases before the next plateau stops training (3)")
     rec.add_argument("--flip", action=argparse.BooleanOptionalAction,
                      help="random horizontal flips (default on)")
-    rec.add_argument("--colour-std", type=_nonneg_float,
+    rec.add_argument("--colour-std", type=nonneg_float,
                      help="std of the PCA colour shift alphas (0.1; 0 = off)")
     ini = p.add_argument_group("initialisation")
     ini.add_argument("--init", choices=("gaussian", "glorot", "kaiming"),
