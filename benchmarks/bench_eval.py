@@ -51,20 +51,14 @@ NOTE = ('Reading it: the mult-adds column is the hardware-independent comparison
 def make_setting(work: Path, epochs: int | None, seed: int) -> tuple[Path, Path]:
     """The shapes dataset and net of ``vgg demo --quick`` (A-BN, crop 32, S in [36, 48]),
     trained with scale jittering so the default test scales are {s_min, mid, s_max}."""
-    from vgg.data.synthetic import make_shapes_dataset
-    from vgg.demo import make_plan
-    from vgg.train import TrainConfig, train
+    from vgg.demo import make_plan, shapes_dataset, train_config
+    from vgg.train import train
 
-    p = make_plan(True, torch.device("cpu"))
-    data = make_shapes_dataset(work / "data", classes=p.classes,
-                               train_per_class=p.train_per_class,
-                               val_per_class=p.val_per_class, seed=seed, min_side=p.min_side,
-                               max_side=p.max_side, object_size=p.object_size)
-    cfg = TrainConfig(data=str(data), out=str(work / "run"), arch=p.arch,
-                      batch_norm=p.batch_norm, width=p.width, fc_width=p.fc_width,
-                      crop=p.crop, scale=p.scale, epochs=epochs or p.epochs, batch=p.batch,
-                      lr=p.lr, init=p.init, patience=p.patience, seed=seed,
-                      tensorboard=False, plot=False, progress=False, device="cpu")
+    cpu = torch.device("cpu")
+    plan = make_plan(True, cpu)
+    data, _ = shapes_dataset(plan, work / "data", seed)
+    cfg = train_config(plan, data, work / "run", cpu, epochs=epochs or plan.epochs,
+                       seed=seed, tensorboard=False, plot=False, progress=False)
     result = train(cfg, progress=False)
     return Path(result.best_path), data
 

@@ -55,3 +55,25 @@ def test_demo_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["demo", "--out", str(tmp_path / "junk"), "--quick", "--device", "cpu"]) == 2
     assert "not a shapes dataset" in capsys.readouterr().err
     assert (tmp_path / "junk" / "data" / "notes.txt").read_text() == "mine"
+
+
+def test_demo_dataset_is_reused_when_the_plan_matches(tmp_path: Path) -> None:
+    """synth.json holds the class names; the plan their number: a second run must reuse
+    the folder (made=False), a folder made with other settings is refused untouched."""
+    import dataclasses
+
+    import torch
+
+    from vgg.demo import shapes_dataset
+    from vgg.errors import ConfigError
+
+    plan = dataclasses.replace(make_plan(True, torch.device("cpu")), classes=3,
+                               train_per_class=2, val_per_class=1)
+    root, made = shapes_dataset(plan, tmp_path / "data", seed=0)
+    assert made and len(list((root / "train").glob("*/*.jpg"))) == 6
+    assert shapes_dataset(plan, root, seed=0) == (root, False)
+    with pytest.raises(ConfigError, match="other settings"):
+        shapes_dataset(dataclasses.replace(plan, classes=4), root, seed=0)
+    with pytest.raises(ConfigError, match="other settings"):
+        shapes_dataset(plan, root, seed=1)
+    assert len(list((root / "train").glob("*/*.jpg"))) == 6

@@ -111,31 +111,46 @@ def _device(name: str) -> torch.device:
         raise ConfigError(f"bad --device {name!r}: {e}") from None
 
 
-def _dataset(root: Path, plan: DemoPlan, seed: int) -> tuple[Path, bool]:
-    """The shapes dataset in ``root``: reused when its settings match, else written."""
-    from .data.synthetic import make_shapes_dataset
+def shapes_dataset(plan: DemoPlan, root: Path, seed: int) -> tuple[Path, bool]:
+    """The plan's shapes dataset in ``root``: reused when its synth.json matches the plan
+    (returns ``made=False``), written when ``root`` is absent or empty, refused otherwise."""
+    from .data.synthetic import SHAPE_NAMES, make_shapes_dataset
 
-    want = {"classes": plan.classes, "train_per_class": plan.train_per_class,
-            "val_per_class": plan.val_per_class, "seed": seed, "multi": False,
-            "min_side": plan.min_side, "max_side": plan.max_side,
-            "object_size": list(plan.object_size)}
+    want = {"train_per_class": plan.train_per_class, "val_per_class": plan.val_per_class,
+            "seed": seed, "multi": False, "min_side": plan.min_side,
+            "max_side": plan.max_side, "object_size": list(plan.object_size)}
     info = root / "synth.json"
     if info.is_file():
         try:
             have = json.loads(info.read_text())
         except (OSError, ValueError):
             have = {}
-        if all(have.get(k) == v for k, v in want.items()) and (root / "val").is_dir():
+        # synth.json stores the class names, the plan their number
+        same = (have.get("classes") == list(SHAPE_NAMES[:plan.classes])
+                and all(have.get(k) == v for k, v in want.items()))
+        if same and (root / "val").is_dir():
             return root, False
         raise ConfigError(f"{root} holds a shapes dataset made with other settings; "
                           f"remove it or choose another --out")
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} exists and is not a shapes dataset; choose another --out")
-    names = list(want)
-    make_shapes_dataset(root, **{k: want[k] for k in names
-                                 if k not in ("classes", "object_size")},
-                        classes=plan.classes, object_size=plan.object_size)
+    make_shapes_dataset(root, classes=plan.classes, **want)
     return root, True
+
+
+def train_config(plan: DemoPlan, data: Path, out: Path, device: torch.device,
+                 **kw: Any) -> Any:
+    """The :class:`vgg.train.TrainConfig` that trains the plan's net on ``data``;
+    ``kw`` sets the other fields (seed, workers, progress, ...)."""
+    from .train import TrainConfig
+
+    fields: dict[str, Any] = dict(
+        data=str(data), out=str(out), arch=plan.arch, batch_norm=plan.batch_norm,
+        width=plan.width, fc_width=plan.fc_width, crop=plan.crop, scale=plan.scale,
+        epochs=plan.epochs, batch=plan.batch, lr=plan.lr, init=plan.init,
+        patience=plan.patience, device=device.type,
+        amp="bf16" if device.type == "cuda" else "none")
+    return TrainConfig(**{**fields, **kw})
 
 
 def _plot_errors(rows: list[dict[str, Any]], path: Path, chance: float) -> Path:
@@ -167,7 +182,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from .data.folders import index_split
     from .eval import evaluate
     from .report import paper_table
-    from .train import TrainConfig, train
+    from .train import train
 
     device = _device(cfg.device)
     plan = make_plan(cfg.quick, device)
@@ -178,7 +193,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     t0 = time.perf_counter()
     log.info("[1/3] shapes dataset (%d classes, %d train + %d val images per class)",
              plan.classes, plan.train_per_class, plan.val_per_class)
-    data, made = _dataset(out / "data", plan, cfg.seed)
+    data, made = shapes_dataset(plan, out / "data", cfg.seed)
     timings["dataset"] = time.perf_counter() - t0
     if not made:
         log.info("      reusing %s", data)
@@ -188,13 +203,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
              plan.arch + ("-BN" if plan.batch_norm else ""), plan.width, plan.fc_width,
              plan.crop, *plan.scale, device.type)
     run_dir = out / "run"
-    tcfg = TrainConfig(
-        data=str(data), out=str(run_dir), arch=plan.arch, batch_norm=plan.batch_norm,
-        width=plan.width, fc_width=plan.fc_width, crop=plan.crop, scale=plan.scale,
-        epochs=plan.epochs, batch=plan.batch, lr=plan.lr, init=plan.init,
-        patience=plan.patience, device=device.type, workers=cfg.workers, seed=cfg.seed,
-        progress=cfg.progress, tensorboard=False, plot=True,
-        amp="bf16" if device.type == "cuda" else "none")
+    tcfg = train_config(plan, data, run_dir, device, workers=cfg.workers, seed=cfg.seed,
+                        progress=cfg.progress, tensorboard=False, plot=True)
     result = train(tcfg)
     timings["training"] = time.perf_counter() - t0
     ckpt = result.best_path or result.last_path
