@@ -155,3 +155,28 @@ def test_no_draft_when_target_is_more_than_half(tmp_path: Path) -> None:
     _photo(200, 100).save(p)
     assert decode_image(p, target_min_side=60).size == (200, 100)
     assert decode_image(p, target_min_side=50).size == (100, 50)
+
+
+@pytest.mark.parametrize("fmt,want", [("JPEG", "JPEG"), ("PNG", "PNG"), ("GIF", "GIF"),
+                                      ("BMP", "BMP"), ("TIFF", "TIFF"), ("WEBP", "WEBP"),
+                                      ("PPM", "PNM")])
+def test_sniff_image_format_by_content(tmp_path: Path, fmt: str, want: str) -> None:
+    from vgg.data.decode import sniff_image_format
+
+    p = tmp_path / "file.unknown"
+    _photo(16, 12).save(p, fmt)
+    assert sniff_image_format(p) == want
+    assert decode_image(p).size == (16, 12)  # and Pillow decodes it whatever the name
+
+
+def test_sniff_rejects_look_alikes(tmp_path: Path) -> None:
+    from vgg.data.decode import sniff_image_format
+
+    for name, data in [("bm.txt", b"BMW service notes, 2019........"),
+                       ("riff.wav", b"RIFF\x24\x00\x00\x00WAVEfmt "),
+                       ("p7", b"P7\nWIDTH 4\n"), ("empty", b""), ("pdf", b"%PDF-1.4\n")]:
+        (tmp_path / name).write_bytes(data)
+        assert sniff_image_format(tmp_path / name) is None, name
+    assert sniff_image_format(tmp_path / "missing") is None
+    Image.new("L", (4, 4)).save(tmp_path / "grey", "PPM")   # PGM: P5
+    assert sniff_image_format(tmp_path / "grey") == "PNM"

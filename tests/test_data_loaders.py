@@ -60,21 +60,29 @@ def test_resume_inside_an_epoch(tmp_path: Path) -> None:
     assert all(torch.equal(x, y) for (_, x), (_, y) in zip(resumed, full[1:]))
 
 
-def test_bad_files_are_skipped_warned_once_and_counted(tmp_path: Path, caplog) -> None:
+def test_bad_files_are_skipped_counted_and_named_by_the_consumer(tmp_path: Path,
+                                                                 caplog) -> None:
+    from vgg.data.loaders import BadImages
+
     root = _tree(tmp_path, 3)
     (root / "a" / "zero.jpg").write_bytes(b"")
     (root / "b" / "text.jpg").write_text("hello")
     index = index_folder(root)
     ds = ImageDataset(index, TrainTransform(32, 40))
-    with caplog.at_level(logging.WARNING, logger="vgg.data.loaders"):
+    bad = BadImages()
+    with caplog.at_level(logging.WARNING, logger="vgg.data"):
         batches = list(make_loader(ds, 4, shuffle=False, seed=0, workers=0))
-        list(make_loader(ds, 4, shuffle=False, seed=0, workers=0))
+        assert not caplog.records  # the dataset and collate never log
+        for b in batches + list(make_loader(ds, 4, shuffle=False, seed=0, workers=0)):
+            bad.report(b)
     assert sum(b["n_bad"] for b in batches) == 2
-    assert sorted(p for b in batches for p in b["bad"]) == sorted(
-        [str(root / "a" / "zero.jpg"), str(root / "b" / "text.jpg")])
+    assert sorted(b["bad"] for b in batches if b["bad"]) == [
+        [(str(root / "a" / "zero.jpg"), "empty file (0 bytes)")],
+        [(str(root / "b" / "text.jpg"), "not an image Pillow can identify")]]
     assert sum(b["images"].shape[0] for b in batches) == 6
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 2 and any("zero.jpg" in w for w in warned)
+    assert len(warned) == 2 and any("zero.jpg" in w and "empty file" in w for w in warned)
+    assert len(bad) == 2 and bad.occurrences == 4 and str(root / "b" / "text.jpg") in bad
     i_bad = [p.name for p, _ in index.samples].index("zero.jpg")
     assert ds[i_bad] is None
 
@@ -89,7 +97,7 @@ def test_no_readable_image_is_a_data_error(tmp_path: Path) -> None:
 
 def test_collate_all_bad_and_shapes() -> None:
     out = collate([None, {"bad": "x.jpg", "reason": "r", "index": 0}])
-    assert out["images"].shape[0] == 0 and out["n_bad"] == 2 and out["bad"] == ["x.jpg"]
+    assert out["images"].shape[0] == 0 and out["n_bad"] == 2 and out["bad"] == [("x.jpg", "r")]
     s = {"image": torch.zeros(3, 4, 4, dtype=torch.uint8), "label": 1, "index": 7,
          "alpha": torch.ones(3)}
     out = collate([s, None, s])
@@ -125,3 +133,26 @@ def test_epoch_sampler_orders_per_epoch_and_start() -> None:
     assert [i for i, _ in s] == e1[5:] and len(s) == 15
     with pytest.raises(ValueError):
         EpochSampler(5, False, 0, start=6)
+
+
+def test_bad_image_warned_once_per_run_in_the_main_process(tmp_path: Path, caplog) -> None:
+    from vgg.data.loaders import BadImages
+    from vgg.data.stats import compute_stats
+
+    root = _tree(tmp_path, 3)
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    index = index_folder(root)
+    bad = BadImages()
+    with caplog.at_level(logging.WARNING, logger="vgg.data"):
+        compute_stats(index, progress=False, bad_images=bad)   # the colour-stats pass
+        ds = ImageDataset(index, TrainTransform(32, 40))
+        loader = make_loader(ds, 4, shuffle=False, seed=0, workers=2)
+        seen = 0
+        for epoch in range(2):                                 # two epochs, two workers
+            loader.sampler.set_epoch(epoch)
+            for batch in loader:
+                seen += bad.report(batch)
+    msgs = [r.getMessage() for r in caplog.records if "zero.jpg" in r.getMessage()]
+    assert len(msgs) == 1 and "empty file" in msgs[0]
+    assert seen == 2 and len(bad) == 1
+    assert bad.reasons == {str(root / "a" / "zero.jpg"): "empty file (0 bytes)"}

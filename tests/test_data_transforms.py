@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vgg.data.transforms import (CenterCropTransform, ColourStats, DeviceAugment,
-                                 RescaleTransform, TrainTransform, crop_grid, rescale_size,
+                                 RescaleTransform, TrainTransform, rescale_size,
                                  resize_window)
 from vgg.errors import ConfigError
 from vgg.preprocess import Preprocess
@@ -112,12 +112,6 @@ def test_rescale_and_center_crop(tmp_path: Path) -> None:
     assert tuple(c.shape) == (3, 32, 32)
     # the centre crop is the middle of the rescaled image
     assert np.abs(c.numpy().astype(int) - r[:, 4:36, 14:46].numpy().astype(int)).max() <= 1
-
-
-def test_crop_grid() -> None:
-    assert crop_grid(64, 32, 5) == [0, 8, 16, 24, 32]
-    assert crop_grid(32, 32, 5) == [0] * 5
-    assert crop_grid(64, 32, 1) == [16]
 
 
 def test_colour_stats_roundtrip_and_shift(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from vgg.cli import main
 
@@ -70,6 +71,12 @@ def test_fuse_refuses_mismatch(setup, capsys, tmp_path) -> None:
     (["fuse", "{tmp}/missing.npz"], "not found"),
     (["predict", "{tmp}/missing.pt", "{root}"], "checkpoint not found"),
     (["predict", "{ckpt}", "{root}", "--scale", "20"], "smaller than the crop"),
+    (["evaluate", "{ckpt}", "--data", "{root}", "--device", "cuda:7"], "--device cuda:7"),
+    (["predict", "{ckpt}", "{root}", "--device", "tpu"], "unknown device 'tpu'"),
+    (["evaluate", "{ckpt}", "--data", "{root}", "--json", "{ckpt}/r.json"],
+     "cannot write --json"),
+    (["evaluate", "{ckpt}", "--data", "{root}", "--save-posteriors", "{tmp}"], "is a folder"),
+    (["evaluate", "{ckpt}", "--data", "{root}", "--scales", "99999999"], "scales"),
 ])
 def test_user_errors_exit_2(setup, capsys, argv, message) -> None:
     tmp, root, ckpt = setup
@@ -102,3 +109,67 @@ def test_predict_with_a_bad_file_among_good_ones(setup, capsys) -> None:
     assert sum(t["prob"] for t in j[0]["top"]) == pytest.approx(1.0, abs=1e-4)
     assert j[0]["top"][0]["prob"] >= j[0]["top"][1]["prob"]
     assert "error" in j[1] and "zz_broken.jpg" in j[1]["error"]
+
+
+def test_unwritable_outputs_fail_before_the_work(setup, capsys, monkeypatch) -> None:
+    tmp, root, ckpt = setup
+    import sys
+
+    ev = sys.modules["vgg.eval.evaluate"]
+    ran = []
+    monkeypatch.setattr(ev, "_run", lambda *a, **k: ran.append(1))
+    blocker = tmp / "file"
+    blocker.write_text("x")
+    assert main(["evaluate", str(ckpt), "--data", str(root), "--json",
+                 str(blocker / "r.json"), "--workers", "0"]) == 2
+    assert "cannot write --json" in capsys.readouterr().err and not ran
+
+
+def test_one_line_errors_name_the_command(setup, capsys) -> None:
+    tmp, root, ckpt = setup
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(ckpt), str(root), "--crop", "100"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vgg predict: error: unrecognized arguments: --crop 100")
+    assert len(err.strip().splitlines()) == 1 and "usage" not in err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "d", "--lr", "nan"])
+    err = capsys.readouterr().err
+    assert err.startswith("vgg train: error: argument --lr") and "finite" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "d", "--workers", "99999999999"])
+    assert "at most 128" in capsys.readouterr().err
+
+
+def test_fuse_refuses_non_finite_posteriors(setup, capsys) -> None:
+    tmp, root, ckpt = setup
+    assert main(["evaluate", str(ckpt), "--data", str(root), "--method", "center",
+                 "--workers", "0", "--save-posteriors", str(tmp / "a.npz")]) == 0
+    with np.load(tmp / "a.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["posteriors"][3, 1] = np.nan
+    np.savez(tmp / "nan.npz", **arrays)
+    capsys.readouterr()
+    assert main(["fuse", str(tmp / "nan.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "nan.npz holds non-finite posteriors" in err
+
+
+def test_predict_json_keeps_full_precision_and_text_three_digits(tmp_path, capsys) -> None:
+    from _eval_util import tiny_net
+    import vgg
+
+    names = [f"c{i:03d}" for i in range(1000)]
+    net = tiny_net(classes=names)
+    with torch.no_grad():
+        net.classifier[6].weight.mul_(0.0)  # (nearly) uniform over 1000 classes
+    ckpt = vgg.save_checkpoint(tmp_path / "k.pt", net)
+    img = make_images(tmp_path / "imgs", classes=["x"], sizes=[(32, 32)]) / "x" / "0.png"
+    assert main(["predict", str(ckpt), str(img), "--json", "--top", "2"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j[0]["top"][0]["prob"] == pytest.approx(0.001, rel=1e-3)
+    assert j[0]["top"][0]["prob"] != round(j[0]["top"][0]["prob"], 3)
+    assert main(["predict", str(ckpt), str(img), "--top", "1"]) == 0
+    assert "(0.001)" in capsys.readouterr().out

@@ -44,8 +44,14 @@ def test_flip_averages_image_and_mirror() -> None:
 
 
 def test_score_map_is_averaged_before_softmax() -> None:
-    s = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]])  # (1, 2, 1, 2)
-    torch.testing.assert_close(score_posteriors(s), torch.softmax(torch.tensor([[1.0, 1.0]]), 1))
+    # Sect. 3.2: sum-pool the class score map, then soft-max. On a 1x3 map with class
+    # scores [6, 0, 0] and [0, 1, 1] the two orders differ: 0.79 vs 0.51 for class 0.
+    s = torch.tensor([[[[6.0, 0.0, 0.0]], [[0.0, 1.0, 1.0]]]])  # (1, 2, 1, 3)
+    got = score_posteriors(s)
+    torch.testing.assert_close(got, torch.softmax(torch.tensor([[2.0, 2.0 / 3]]), 1))
+    assert got[0, 0].item() == pytest.approx(0.7914, abs=1e-4)
+    soft_then_mean = torch.softmax(s, 1).mean((2, 3))
+    assert soft_then_mean[0, 0].item() == pytest.approx(0.5118, abs=1e-4)
 
 
 def test_dense_on_bigger_image_uses_the_whole_score_map() -> None:

@@ -47,3 +47,10 @@ def test_bad_shapes_rejected() -> None:
     with pytest.raises(ValueError, match="lie in"):
         metrics.top1_error(P, np.array([0, 1, 2, 3]))
     assert np.isnan(metrics.top1_error(np.zeros((0, 3)), np.zeros(0)))
+
+
+def test_non_finite_rows_count_as_wrong() -> None:
+    p = np.array([[0.9, 0.1], [np.nan, 0.2], [0.3, np.inf]])
+    y = np.array([0, 0, 1])
+    assert metrics.top1_error(p, y) == pytest.approx(2 / 3)  # NaN never looks right
+    assert metrics.top5_error(p, y) == pytest.approx(2 / 3)

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from vgg.archs import ARCHS, resolve_arch
+from vgg.archs import ARCHS, PAPER_PARAMS_M, resolve_arch
 from vgg.errors import ConfigError
 from vgg.model import (LITERAL_INIT_STD, VGG, LocalResponseNorm, VGGConfig, build,
                        count_params, init_from, init_weights, vgg16, vgg19_bn)
@@ -38,10 +38,15 @@ def test_exact_parameter_counts(arch: str) -> None:
 
 
 def test_table2_millions_and_bn_counts() -> None:
-    for arch, millions in {"A": 133, "B": 133, "C": 134, "D": 138, "E": 144}.items():
-        assert round(EXACT_PARAMS[arch] / 1e6) == millions
-    # BN adds 2 parameters per conv channel; summary agrees with the built net.
+    # Table 2 of the paper, in millions, against the nets as built (not constants)
+    table2 = {"A": 133, "A-LRN": 133, "B": 133, "C": 134, "D": 138, "E": 144}
+    assert PAPER_PARAMS_M == table2
+    for arch, millions in table2.items():
+        assert round(count_params(meta_net(arch)) / 1e6) == millions, arch
+    # BN adds 2 parameters per conv channel (13 convs in D: 2 x 4224 = 8448)
     bn = meta_net("D", batch_norm=True)
+    convs = sum(m.out_channels for m in bn.modules() if isinstance(m, nn.Conv2d))
+    assert count_params(bn) == count_params(meta_net("D")) + 2 * convs
     assert count_params(bn) == total_params(bn.config) == 138_365_992
 
 
@@ -354,3 +359,43 @@ def test_extract_named_activations() -> None:
 
 def test_vgg16_alias_is_build_d() -> None:
     assert vgg16(**SMALL).config == build("D", **SMALL).config
+
+
+def test_fully_conv_follows_its_net() -> None:
+    """The dense net made before .double() / .to() / reset_classifier / load_state_dict
+    still computes with the net's current weights (no stale copies, no dtype errors)."""
+    m = build("A", init="kaiming", **SMALL).eval()
+    fcn = m.to_fully_conv()
+    m.double()
+    x = torch.randn(1, 3, 96, 96, dtype=torch.float64)
+    with torch.no_grad():
+        out = fcn(x)
+    assert out.dtype == torch.float64 and out.shape == (1, 10, 2, 2)
+    crop = x[:, :, :64, :64]
+    with torch.no_grad():
+        torch.testing.assert_close(fcn(crop).flatten(1), m(crop))
+    m.float()
+    other = build("A", init="kaiming", generator=torch.Generator().manual_seed(9), **SMALL)
+    m.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fcn(crop.float()).flatten(1), other.eval()(crop.float()),
+                                   rtol=1e-5, atol=1e-5)
+    m.reset_classifier(4)
+    with torch.no_grad():
+        assert fcn(crop.float()).shape == (1, 4, 1, 1)
+    assert fcn.config.num_classes == 4 and count_params(fcn) == count_params(m)
+
+
+def test_localisation_heads() -> None:
+    """Appendix A: the last layer predicts a box (4 numbers) for all classes (SCR) or per
+    class (PCR, 4 x K); the fully-convolutional form gives a box map."""
+    scr = build("D", head="scr", **SMALL).eval()
+    pcr = build("D", head="pcr", **SMALL).eval()
+    assert scr.classifier[6].out_features == 4 and pcr.classifier[6].out_features == 40
+    assert scr.config.out_features == 4 and pcr.config.num_classes == 10
+    with torch.no_grad():
+        assert pcr.to_fully_conv()(torch.randn(1, 3, 96, 128)).shape == (1, 40, 2, 3)
+    with pytest.raises(ConfigError, match="localisation net"):
+        pcr.predict(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ConfigError, match="head"):
+        VGGConfig(head="boxes")

@@ -18,7 +18,7 @@ import torch
 
 from vgg.checkpoint import load_checkpoint
 from vgg.data.synthetic import make_shapes_dataset
-from vgg.train import TrainConfig, train
+from vgg.train import TrainConfig, resume, train
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -92,7 +92,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(data: Path, tmp_path
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     saved = load_checkpoint(last).train_state
     assert saved["global_step"] < epochs * 3  # really interrupted
-    res = train(TrainConfig(resume=str(run), progress=False))
+    res = resume(run, progress=False)
     assert res.stopped == "epochs" and len(res.history) == epochs
     assert_same_weights(ref.last_path, res.last_path)
     assert [h["val_top1_err"] for h in res.history] == [h["val_top1_err"]
@@ -118,22 +118,64 @@ def test_sigterm_finishes_step_saves_and_exits(data: Path, tmp_path: Path) -> No
     ts = load_checkpoint(run / "last.pt").train_state
     assert ts["global_step"] >= 1
     # it resumes from there
-    res = train(TrainConfig(resume=str(run), epochs=ts["epoch"] + 1, progress=False))
+    res = resume(run, epochs=ts["epoch"] + 1, progress=False)
     assert len(res.history) == ts["epoch"] + 1
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one(data: Path, tmp_path: Path) -> None:
+    """Same weights as one process; every image counted once: a rank whose share of the
+    validation set is empty (or unreadable) adds nothing, and the unreadable images of
+    all ranks are summed."""
+    import shutil
+
     torch.set_num_threads(1)
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    cls = sorted(p for p in (copy / "train").iterdir() if p.is_dir())
+    (cls[0] / "zz_bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (cls[1] / "zz_bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    val = sorted((copy / "val").rglob("*.jpg"))
+    for p in val[1:]:  # one readable validation image and one unreadable one
+        p.unlink()
+    (val[0].parent / "zz_bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     common = dict(epochs=1, dropout=0.0, micro_batch=2)
-    one = train(cfg_of(flags(data, tmp_path / "one", **common)))
+    one = train(cfg_of(flags(copy, tmp_path / "one", **common)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc-per-node", "2", "-m", "vgg", "train",
-           *flags(data, tmp_path / "two", **common)]
+           *flags(copy, tmp_path / "two", **common)]
     p = subprocess.run(cmd, env=env(), capture_output=True, timeout=240)
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     assert_same_weights(one.last_path, tmp_path / "two" / "last.pt", atol=1e-6)
     two = load_checkpoint(tmp_path / "two" / "last.pt").train_state["history"][0]
-    assert two["train_images"] == one.history[0]["train_images"] == 24
-    assert two["val_images"] == one.history[0]["val_images"]
-    assert two["val_top1_err"] == one.history[0]["val_top1_err"]
+    h1 = one.history[0]
+    assert two["train_images"] == h1["train_images"] == 24
+    assert two["train_bad"] == h1["train_bad"] == 2
+    assert two["val_images"] == h1["val_images"] == 1
+    assert two["val_bad"] == h1["val_bad"] == 1
+    assert two["val_top1_err"] == h1["val_top1_err"]
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_folder_the_second_refuses(data: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from vgg.cli import main
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "vgg", "train",
+                             *flags(data, run, epochs=50, save_every_steps=1)],
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (run / "last.pt").is_file():
+            time.sleep(0.02)
+        assert main(["train", *flags(data, run, epochs=1)]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by another vgg run (pid {proc.pid}" in err
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+        assert f"pid {proc.pid}" in capsys.readouterr().err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert load_checkpoint(run / "last.pt").train_state["global_step"] >= 1

@@ -11,6 +11,7 @@ refused, never run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import tempfile
@@ -21,9 +22,11 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, VggError
 from .model import VGG, VGGConfig
 from .preprocess import Preprocess
+
+log = logging.getLogger(__name__)
 
 FORMAT = "vgg-checkpoint"
 VERSION = 1
@@ -38,6 +41,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     classes: list[str] | None = None
     preprocess: Preprocess = field(default_factory=Preprocess.paper)
+    class_names: list[str] | None = None  # human-readable, aligned with classes
     meta: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
     path: Path | None = None
@@ -50,7 +54,8 @@ class Checkpoint:
         weights are then put in the model's memory format (channels-last).
         """
         with torch.device("meta") if strict else contextlib.nullcontext():
-            model = VGG(self.config, classes=self.classes, preprocess=self.preprocess)
+            model = VGG(self.config, classes=self.classes, preprocess=self.preprocess,
+                        class_names=self.class_names)
         try:
             model.load_state_dict(self.state_dict, strict=strict, assign=strict)
         except RuntimeError as e:
@@ -96,6 +101,38 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
     return path
 
 
+def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Fail now, before any long work, when ``path`` cannot be written later: its folder
+    cannot be created or written, or ``path`` is a folder. Nothing is left behind
+    (a probe file is created and removed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VggError(f"{what} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe",
+                                     dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise VggError(f"cannot write {what} {path}: {e.strerror or e}") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise VggError(f"cannot write {what} {path}: permission denied")
+    return path
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` leaves when the process is
+    killed mid-write (``.NAME.XXXX.tmp``); returns what was removed. Only call this while
+    holding the folder (no other writer)."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 def checkpoint_dict(model: VGG, meta: dict[str, Any] | None = None,
                     train_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plain dict stored on disk (tensors, numbers, strings, lists and dicts only)."""
@@ -105,6 +142,7 @@ def checkpoint_dict(model: VGG, meta: dict[str, Any] | None = None,
         "version": VERSION,
         "config": model.config.to_dict(),
         "classes": list(model.classes) if model.classes is not None else None,
+        "class_names": list(model.class_names) if model.class_names is not None else None,
         "preprocess": model.preprocess.to_dict(),
         "meta": dict(meta or {}),
         "state_dict": state,
@@ -126,38 +164,87 @@ def save_checkpoint(path: str | os.PathLike[str], model: VGG,
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
 
 
+def nonfinite_keys(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """``CheckpointError`` naming ``where`` and the first bad tensors when any weight is NaN
+    or infinite (such a net scores nothing meaningful: refuse it, never evaluate it)."""
+    bad = nonfinite_keys(state_dict)
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CheckpointError(f"{where} holds non-finite weights (NaN or inf) in "
+                              f"{', '.join(bad[:3])}{more}: the training that wrote it "
+                              f"diverged; use an earlier checkpoint")
+
+
 def load_checkpoint(path: str | os.PathLike[str],
-                    map_location: str | torch.device = "cpu") -> Checkpoint:
+                    map_location: str | torch.device = "cpu",
+                    allow_nonfinite: bool = False) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, safely.
 
     Raises ``CheckpointError`` naming the file when it is missing, not a checkpoint,
-    corrupt, or carries pickled code.
+    corrupt, carries pickled code, or (unless ``allow_nonfinite``) holds NaN or infinite
+    weights.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (a run folder "
+                              f"holds best.pt and last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         d = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"refusing to load {path}: it holds objects other than "
-                              f"weights (possible code): {first}") from None
+        if "weights_only" in first or "global" in first.lower():
+            raise CheckpointError(f"refusing to load {path}: it holds objects other than "
+                                  f"weights (possible code)") from None
+        log.debug("unpickling %s failed: %s", path, first)
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or "
+                              f"truncated") from None
     except Exception as e:  # noqa: BLE001 - random bytes raise anything from the unpickler
-        raise CheckpointError(f"cannot read checkpoint {path}: not a torch file or "
-                              f"corrupt ({type(e).__name__}: {str(e)[:200]})") from None
+        log.debug("reading %s failed: %s: %s", path, type(e).__name__, e)
+        size = path.stat().st_size
+        what = "empty (0 bytes)" if size == 0 else "corrupt or truncated, or not a torch file"
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is {what}") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vgg checkpoint (use `vgg.weights` to "
                               f"convert torchvision/timm/Caffe weights)")
-    if d.get("version", 0) > VERSION:
+    if not isinstance(d.get("version", 0), int) or d.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer vgg (format "
                               f"{d.get('version')} > {VERSION})")
     try:
         config = VGGConfig.from_dict(d["config"])
         preprocess = Preprocess.from_dict(d["preprocess"])
+        classes = d.get("classes")
+        if classes is not None and (not isinstance(classes, list)
+                                    or not all(isinstance(c, str) for c in classes)):
+            raise ValueError("classes must be a list of names")
+        class_names = d.get("class_names")
+        if class_names is not None and (
+                not isinstance(class_names, list) or classes is None
+                or len(class_names) != len(classes)
+                or not all(isinstance(c, str) for c in class_names)):
+            raise ValueError("class_names must be a list of names, one per class")
+        meta = d.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("meta must be a mapping")
+        state_dict = d["state_dict"]
+        if not isinstance(state_dict, dict) or not all(
+                isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise ValueError("state_dict must map names to tensors")
     except (KeyError, TypeError, ValueError, ConfigError) as e:
-        raise CheckpointError(f"{path}: malformed checkpoint header ({e})") from None
-    return Checkpoint(config=config, state_dict=d["state_dict"], classes=d.get("classes"),
-                      preprocess=preprocess, meta=d.get("meta") or {},
+        what = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else str(e)
+        raise CheckpointError(f"{path}: malformed checkpoint header ({what})") from None
+    if not allow_nonfinite:
+        check_finite(state_dict, str(path))
+    return Checkpoint(config=config, state_dict=state_dict, classes=classes,
+                      preprocess=preprocess, class_names=class_names, meta=meta,
                       train_state=d.get("train_state"), path=path)
 
 
@@ -165,3 +252,26 @@ def load_model(path: str | os.PathLike[str],
                map_location: str | torch.device = "cpu") -> VGG:
     """The model of a checkpoint, ready to use (``eval()`` mode)."""
     return load_checkpoint(path, map_location).build_model().eval()
+
+
+def describe(ckpt: Checkpoint) -> str:
+    """One line saying what a checkpoint holds: "classification net D (1000 classes)" or
+    "localisation net D with a PCR head (200 classes)"."""
+    c = ckpt.config
+    if c.is_classifier:
+        return f"classification net {c.name} ({c.num_classes} classes)"
+    return f"localisation net {c.name} with a {c.head.upper()} head ({c.num_classes} classes)"
+
+
+def require_head(ckpt: Checkpoint, classifier: bool, command: str) -> None:
+    """``CheckpointError`` when a classification command gets a localisation checkpoint or
+    the other way round, saying what the file is and what to run instead."""
+    if ckpt.config.is_classifier == classifier:
+        return
+    if classifier:
+        raise CheckpointError(f"{ckpt.path} is a {describe(ckpt)}: its outputs are boxes; "
+                              f"use `vgg localize {command}` (with --classifier CKPT for the "
+                              f"classes)")
+    raise CheckpointError(f"{ckpt.path} is a {describe(ckpt)}, not a localisation net; use "
+                          f"`vgg {command}` for classes, or make a localisation net with "
+                          f"`vgg localize train --from {ckpt.path}`")

@@ -18,6 +18,7 @@ from torch import nn
 from .archs import ARCHS, parse_token, resolve_arch
 from .errors import ConfigError
 from .preprocess import Preprocess
+from .settings import MAX_SIDE, check_bool, check_choice, check_float, check_int
 
 # Sect. 2.1 / Krizhevsky et al. 2012: n=5, alpha=1e-4, beta=0.75, k=2 in
 # b = a / (k + alpha * sum a^2)^beta. torch's LocalResponseNorm divides alpha by n.
@@ -32,23 +33,31 @@ INIT_SCHEMES = ("gaussian", "glorot", "kaiming")
 DEFAULT_MEMORY_FORMAT = torch.channels_last
 PAPER_INIT_STD = 0.01  # "10^-2 variance" read as std 0.01 (MatConvNet's reading)
 LITERAL_INIT_STD = 0.1  # the literal reading: variance 1e-2 -> std 0.1
+MAX_WIDTH = 16.0         # conv channels up to 16 x 512
+MAX_FC_WIDTH = 65_536
+MAX_CLASSES = 1_000_000
+
+
+HEADS = ("classes", "scr", "pcr")
 
 
 @dataclass(frozen=True)
-class VGGConfig:
-    """Everything that fixes a net's shape. Scaled-down nets are the same code: ``width``
-    multiplies conv channels, ``fc_width`` replaces 4096, ``crop`` (a multiple of 32)
-    replaces 224."""
+class NetShape:
+    """The settings that fix a net's layers, shared by :class:`VGGConfig` and the
+    training config. Scaled-down nets are the same code: ``width`` multiplies conv
+    channels, ``fc_width`` replaces 4096, ``crop`` (a multiple of 32) replaces 224."""
 
     arch: str = "D"
     batch_norm: bool = False
-    num_classes: int = 1000
     width: float = 1.0
     fc_width: int = 4096
     crop: int = 224
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
+        if not isinstance(self.arch, str):
+            raise ConfigError(f"arch (--arch) must be a name like D or vgg16, got {self.arch!r}")
+        check_bool("batch_norm", self.batch_norm)
         if self.arch not in ARCHS:
             try:
                 arch, bn = resolve_arch(self.arch)
@@ -56,17 +65,17 @@ class VGGConfig:
                 raise ConfigError(e.args[0]) from None
             object.__setattr__(self, "arch", arch)
             object.__setattr__(self, "batch_norm", self.batch_norm or bn)
-        if not isinstance(self.crop, int) or self.crop < 32 or self.crop % 32:
-            raise ConfigError(f"crop must be a positive multiple of 32 (five 2x2 pools), "
-                              f"got {self.crop}")
-        if not self.width > 0:
-            raise ConfigError(f"width must be > 0, got {self.width}")
-        if self.fc_width < 1:
-            raise ConfigError(f"fc_width must be >= 1, got {self.fc_width}")
-        if self.num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        crop = check_int("crop", self.crop, 32, MAX_SIDE)
+        if crop % 32:
+            raise ConfigError(f"crop (--crop) must be a positive multiple of 32 (five 2x2 "
+                              f"pools), got {crop}")
+        object.__setattr__(self, "crop", crop)
+        object.__setattr__(self, "width", check_float("width", self.width, 0.0, MAX_WIDTH,
+                                                      lo_open=True))
+        object.__setattr__(self, "fc_width", check_int("fc_width", self.fc_width, 1,
+                                                       MAX_FC_WIDTH))
+        object.__setattr__(self, "dropout", check_float("dropout", self.dropout, 0.0, 1.0,
+                                                        hi_open=True))
 
     @property
     def name(self) -> str:
@@ -79,6 +88,35 @@ class VGGConfig:
 
     def channels(self, c: int) -> int:
         return max(1, int(round(c * self.width)))
+
+    def shape_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(NetShape)}
+
+
+@dataclass(frozen=True)
+class VGGConfig(NetShape):
+    """Everything that fixes a net: its layers (:class:`NetShape`), the number of classes
+    and what the last FC layer predicts: ``head="classes"`` (class scores, Sect. 2),
+    ``"scr"`` (one box for all classes, 4 outputs) or ``"pcr"`` (a box per class, 4 x K
+    outputs; Appendix A)."""
+
+    num_classes: int = 1000
+    head: str = "classes"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "num_classes", check_int("num_classes", self.num_classes, 1,
+                                                          MAX_CLASSES))
+        check_choice("head", self.head, HEADS)
+
+    @property
+    def out_features(self) -> int:
+        """Outputs of the last layer: K class scores, 4 box numbers (SCR) or 4K (PCR)."""
+        return {"classes": self.num_classes, "scr": 4, "pcr": 4 * self.num_classes}[self.head]
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.head == "classes"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,39 +142,66 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         super().__init__(size=LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
 
 
-def make_layers(config: VGGConfig) -> tuple[nn.Sequential, dict[str, int]]:
-    """The conv stack and a map from paper names (``conv3_1``, ``relu3_1``, ``pool3``,
-    ``norm1``) to indices in it."""
-    layers: list[nn.Module] = []
-    names: dict[str, int] = {}
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of the conv stack, with its paper name (``conv3_1``, ``bn3_1``,
+    ``relu3_1``, ``pool3``, ``norm1``), kind (conv, bn, relu, pool, lrn), kernel side and
+    channels in and out."""
+
+    name: str
+    kind: str
+    kernel: int
+    in_ch: int
+    out_ch: int
+
+
+def layer_specs(config: NetShape) -> list[LayerSpec]:
+    """The conv stack of ``config`` as data: the one walk over Table 1 that the module
+    builder (:func:`make_layers`) and the summary (``vgg.summary``) share."""
+    specs: list[LayerSpec] = []
     in_ch, block, conv_in_block = 3, 1, 0
     for token in ARCHS[config.arch]:
         kind, kernel, channels = parse_token(token)
         if kind == "pool":
-            names[f"pool{block}"] = len(layers)
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            specs.append(LayerSpec(f"pool{block}", "pool", 2, in_ch, in_ch))
             block, conv_in_block = block + 1, 0
         elif kind == "lrn":
-            names[f"norm{block}"] = len(layers)
-            layers.append(LocalResponseNorm())
+            specs.append(LayerSpec(f"norm{block}", "lrn", LRN_SIZE, in_ch, in_ch))
         else:
             conv_in_block += 1
             tag = f"{block}_{conv_in_block}"
             out_ch = config.channels(channels)
-            names[f"conv{tag}"] = len(layers)
-            layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=kernel, padding=kernel // 2))
+            specs.append(LayerSpec(f"conv{tag}", "conv", kernel, in_ch, out_ch))
             if config.batch_norm:
-                names[f"bn{tag}"] = len(layers)
-                layers.append(nn.BatchNorm2d(out_ch))
-            names[f"relu{tag}"] = len(layers)
-            layers.append(nn.ReLU(inplace=True))
+                specs.append(LayerSpec(f"bn{tag}", "bn", 0, out_ch, out_ch))
+            specs.append(LayerSpec(f"relu{tag}", "relu", 0, out_ch, out_ch))
             in_ch = out_ch
+    return specs
+
+
+def make_layers(config: NetShape) -> tuple[nn.Sequential, dict[str, int]]:
+    """The conv stack and a map from paper names (``conv3_1``, ``relu3_1``, ``pool3``,
+    ``norm1``) to indices in it."""
+    layers: list[nn.Module] = []
+    for s in layer_specs(config):
+        if s.kind == "conv":
+            layers.append(nn.Conv2d(s.in_ch, s.out_ch, kernel_size=s.kernel,
+                                    padding=s.kernel // 2))
+        elif s.kind == "bn":
+            layers.append(nn.BatchNorm2d(s.out_ch))
+        elif s.kind == "relu":
+            layers.append(nn.ReLU(inplace=True))
+        elif s.kind == "pool":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers.append(LocalResponseNorm())
+    names = {s.name: i for i, s in enumerate(layer_specs(config))}
     return nn.Sequential(*layers), names
 
 
-def last_channels(config: VGGConfig) -> int:
-    convs = [parse_token(t)[2] for t in ARCHS[config.arch] if t.startswith("c")]
-    return config.channels(convs[-1])
+def last_channels(config: NetShape) -> int:
+    """Channels of the last conv (pool5's output)."""
+    return [s for s in layer_specs(config) if s.kind == "conv"][-1].out_ch
 
 
 # Indices in ``classifier`` and their paper-style names (Caffe's fc6/fc7/fc8).
@@ -173,13 +238,36 @@ class _VGGBase(nn.Module):
         self.to(memory_format=fmt)
 
     def _init_common(self, config: VGGConfig, classes: Sequence[str] | None,
-                     preprocess: Preprocess | None) -> None:
+                     preprocess: Preprocess | None,
+                     class_names: Sequence[str] | None = None) -> None:
         if classes is not None and len(classes) != config.num_classes:
             raise ConfigError(f"{len(classes)} class names given for a net with "
-                              f"{config.num_classes} outputs")
+                              f"{config.num_classes} classes")
         self.config = config
         self.classes = list(classes) if classes is not None else None
+        self.class_names = None
+        self.set_class_names(class_names)
         self.preprocess = preprocess if preprocess is not None else Preprocess.paper()
+
+    def set_class_names(self, names: Sequence[str] | None) -> None:
+        """Human-readable names aligned with ``classes`` (e.g. "tench" for the id
+        "n01440764"), for predictions; ``classes`` stay the ids datasets are matched by."""
+        if names is not None:
+            if self.classes is None or len(names) != len(self.classes):
+                raise ConfigError(f"{len(names)} display names for "
+                                  f"{len(self.classes or [])} classes")
+            names = [str(n) for n in names]
+            if names == self.classes:
+                names = None
+        self.class_names = list(names) if names is not None else None
+
+    def display_names(self) -> list[str]:
+        """What to show a person for each output class."""
+        if self.class_names is not None:
+            return list(self.class_names)
+        if self.classes is not None:
+            return list(self.classes)
+        return [str(i) for i in range(self.config.num_classes)]
 
     def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
         # (N, 3, H, W) keeps its logical shape; only the strides change (NHWC in memory).
@@ -198,6 +286,10 @@ class _VGGBase(nn.Module):
         (N, num_classes, h, w) for the fully-convolutional one. Applies
         ``self.preprocess``, runs in eval mode under ``torch.inference_mode`` (no
         autograd bookkeeping) and restores the previous train/eval mode."""
+        if not self.config.is_classifier:
+            raise ConfigError(f"this is a localisation net ({self.config.head.upper()} head: "
+                              f"its outputs are boxes, not class scores); use "
+                              f"vgg.localize to predict boxes")
         was_training = self.training
         self.eval()
         try:
@@ -242,9 +334,10 @@ class VGG(_VGGBase):
     layers). Takes a (N, 3, crop, crop) batch normalised by ``self.preprocess``."""
 
     def __init__(self, config: VGGConfig, classes: Sequence[str] | None = None,
-                 preprocess: Preprocess | None = None) -> None:
+                 preprocess: Preprocess | None = None,
+                 class_names: Sequence[str] | None = None) -> None:
         super().__init__()
-        self._init_common(config, classes, preprocess)
+        self._init_common(config, classes, preprocess, class_names)
         self.features, self.layer_names = make_layers(config)
         k, fc = config.fc_kernel, config.fc_width
         self.classifier = nn.Sequential(
@@ -254,12 +347,12 @@ class VGG(_VGGBase):
             nn.Linear(fc, fc),
             nn.ReLU(inplace=True),
             nn.Dropout(p=config.dropout),
-            nn.Linear(fc, config.num_classes),
+            nn.Linear(fc, config.out_features),
         )
         self.to(memory_format=self.memory_format)  # conv weights NHWC (4-D params only)
 
     @property
-    def head(self) -> nn.Sequential:
+    def head(self) -> nn.Sequential:  # type: ignore[override]
         return self.classifier
 
     def _head_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,74 +373,124 @@ class VGG(_VGGBase):
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, crop, crop) normalised -> (N, num_classes) class scores (pre-soft-max)."""
+        """(N, 3, crop, crop) normalised -> (N, K) class scores (pre-soft-max), or box
+        numbers for a localisation net (K = ``config.out_features``)."""
         self._check_input(x)
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int, classes: Sequence[str] | None = None,
-                         std: float = PAPER_INIT_STD) -> None:
-        """Replace FC8 for a new number of classes (fine-tuning); FC6/FC7 are kept."""
+                         std: float = PAPER_INIT_STD, head: str = "classes") -> None:
+        """Replace FC8 (fine-tuning), keeping FC6/FC7: ``num_classes`` class scores, or a box
+        regressor (``head="scr"``: 4 outputs, ``"pcr"``: 4 per class; Appendix A). The new
+        layer is N(0, std) with zero biases."""
         if classes is not None and len(classes) != num_classes:
             raise ConfigError(f"{len(classes)} class names for {num_classes} classes")
+        config = dataclasses.replace(self.config, num_classes=num_classes, head=head)
         old = self.classifier[6]
-        new = nn.Linear(old.in_features, num_classes, device=old.weight.device,
+        new = nn.Linear(old.in_features, config.out_features, device=old.weight.device,
                         dtype=old.weight.dtype)
         nn.init.normal_(new.weight, 0.0, std)
         nn.init.zeros_(new.bias)
         self.classifier[6] = new
-        self.config = dataclasses.replace(self.config, num_classes=num_classes)
+        self.config = config
         self.classes = list(classes) if classes is not None else None
+        self.class_names = None
 
     def to_fully_conv(self) -> VGGFullyConv:
-        """Sect. 3.2: the same weights with FC1 as a k x k conv (k = crop / 32) and FC2/FC3
-        as 1x1 convs. ``features`` is shared, the head weights are views of the FC
-        weights (no copy of FC1's 100M parameters)."""
-        with torch.device("meta"):  # head weights are replaced below: allocate nothing
-            fcn = VGGFullyConv(self.config, self.classes, self.preprocess,
-                               _features=self.features, _layer_names=self.layer_names)
-        fcn._memory_format = self.memory_format
-        for i in (0, 3, 6):
-            fc: nn.Linear = self.classifier[i]
-            conv: nn.Conv2d = fcn.head[i]
-            conv.weight = nn.Parameter(fc.weight.view_as(conv.weight),
-                                       requires_grad=fc.weight.requires_grad)
-            conv.bias = fc.bias
-        return fcn.train(self.training)
+        """Sect. 3.2: the same net with FC1 applied as a k x k conv (k = crop / 32) and
+        FC2/FC3 as 1x1 convs. Nothing is copied: the dense net holds this net and reads
+        its current weights at every call, so it follows ``.to()``, ``.double()``,
+        ``.cuda()``, ``load_state_dict`` and ``reset_classifier`` of this net."""
+        return VGGFullyConv(self)
+
+
+class LinearAsConv(nn.Module):
+    """Layer ``index`` of a classifier (a ``Linear``) applied as a ``kernel`` x ``kernel``
+    convolution: the weight (out, C * k * k) is viewed as (out, C, k, k), in the same
+    (C, H, W) order as the FC net's flatten. Looks the layer up at every call."""
+
+    def __init__(self, classifier: nn.Sequential, index: int, kernel: int) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.index = index
+        self.kernel = kernel
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.classifier[self.index]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w, k = self.linear.weight, self.kernel
+        return w.view(w.shape[0], w.shape[1] // (k * k), k, k)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        lin = self.linear
+        return f"classifier[{self.index}] {lin.in_features}->{lin.out_features} as " \
+               f"{self.kernel}x{self.kernel} conv"
 
 
 class VGGFullyConv(_VGGBase):
-    """Fully-convolutional form (Sect. 3.2, dense evaluation): any image with both sides
-    at least ``crop`` gives a (N, num_classes, H/32 - k + 1, W/32 - k + 1) score map."""
+    """Fully-convolutional form of a :class:`VGG` (Sect. 3.2, dense evaluation): any image
+    with both sides at least ``crop`` gives a (N, K, H/32 - k + 1, W/32 - k + 1) score map
+    (K = ``config.out_features``: class scores, or box numbers for a localisation net).
+    Made by :meth:`VGG.to_fully_conv`; shares every parameter with that net."""
 
-    def __init__(self, config: VGGConfig, classes: Sequence[str] | None = None,
-                 preprocess: Preprocess | None = None, *,
-                 _features: nn.Sequential | None = None,
-                 _layer_names: dict[str, int] | None = None) -> None:
+    def __init__(self, net: VGG) -> None:
         super().__init__()
-        self._init_common(config, classes, preprocess)
-        if _features is None:
-            _features, _layer_names = make_layers(config)
-        self.features, self.layer_names = _features, dict(_layer_names or {})
-        k, fc = config.fc_kernel, config.fc_width
-        self.head = nn.Sequential(
-            nn.Conv2d(last_channels(config), fc, kernel_size=k),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=config.dropout),
-            nn.Conv2d(fc, fc, kernel_size=1),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=config.dropout),
-            nn.Conv2d(fc, config.num_classes, kernel_size=1),
-        )
-        if _features is None or not any(p.is_meta for p in self.head.parameters()):
-            self.to(memory_format=self.memory_format)
+        self.net = net
+        k = net.config.fc_kernel
+        cls = net.classifier
+        self.head = nn.Sequential(LinearAsConv(cls, 0, k), cls[1], cls[2],
+                                  LinearAsConv(cls, 3, 1), cls[4], cls[5],
+                                  LinearAsConv(cls, 6, 1))
+
+    # The facts of the FC net, always current.
+    @property
+    def config(self) -> VGGConfig:  # type: ignore[override]
+        return self.net.config
+
+    @property
+    def features(self) -> nn.Sequential:  # type: ignore[override]
+        return self.net.features
+
+    @property
+    def layer_names(self) -> dict[str, int]:  # type: ignore[override]
+        return self.net.layer_names
+
+    @property
+    def classes(self) -> list[str] | None:  # type: ignore[override]
+        return self.net.classes
+
+    @property
+    def class_names(self) -> list[str] | None:  # type: ignore[override]
+        return self.net.class_names
+
+    @property
+    def preprocess(self) -> Preprocess:  # type: ignore[override]
+        return self.net.preprocess
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return self.net.memory_format
+
+    @memory_format.setter
+    def memory_format(self, fmt: torch.memory_format) -> None:
+        self.net.memory_format = fmt
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(N, C5, h, w) -> (N, num_classes, h-k+1, w-k+1), or the FC7 map when
-        ``pre_logits``."""
+        """(N, C5, h, w) -> (N, K, h-k+1, w-k+1), or the FC7 map when ``pre_logits``."""
         return self.head[:-1](x) if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised, H, W >= crop -> (N, num_classes, h, w) score map."""
+        """(N, 3, H, W) normalised, H, W >= crop -> (N, K, h, w) score map."""
         if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[-2:]) < self.config.crop:
             raise ValueError(f"{self.config.name} (fully-convolutional) takes (N, 3, H, W) "
                              f"with H, W >= {self.config.crop}, got {tuple(x.shape)}")
@@ -437,13 +580,14 @@ def build(arch: str = "D", *, batch_norm: bool = False, num_classes: int | None 
           width: float = 1.0, fc_width: int = 4096, crop: int = 224, dropout: float = 0.5,
           init: str = "gaussian", init_std: float = PAPER_INIT_STD,
           classes: Sequence[str] | None = None, preprocess: Preprocess | None = None,
-          generator: torch.Generator | None = None) -> VGG:
+          generator: torch.Generator | None = None, head: str = "classes") -> VGG:
     """Build a Table 1 net. ``arch``: A, A-LRN, B, C, D, E, B-5x5 or an alias (vgg16,
-    vgg16_bn, ...). ``num_classes`` defaults to ``len(classes)`` or 1000."""
+    vgg16_bn, ...). ``num_classes`` defaults to ``len(classes)`` or 1000. ``head``:
+    "classes", or "scr" / "pcr" for a localisation net (Appendix A)."""
     if num_classes is None:
         num_classes = len(classes) if classes is not None else 1000
     config = VGGConfig(arch=arch, batch_norm=batch_norm, num_classes=num_classes,
-                       width=width, fc_width=fc_width, crop=crop, dropout=dropout)
+                       width=width, fc_width=fc_width, crop=crop, dropout=dropout, head=head)
     with torch.device("meta"):  # skip torch's default init: init_weights sets every weight
         model = VGG(config, classes=classes, preprocess=preprocess)
     model.to_empty(device="cpu")  # keeps the channels-last strides

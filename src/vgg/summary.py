@@ -3,16 +3,16 @@ multiply-adds, computed from the config alone (no net is built, so the full-size
 nothing to describe).
 
 Multiply-adds count the weight layers only (conv: ``H_out * W_out * C_out * C_in * k * k``;
-FC: ``in * out``), as the paper's "7.6G ... 19.6G" does; ReLU, pooling, LRN and batch norm
-are listed with 0. At 224: A 7.6G, B 11.3G, C 11.8G, D 15.5G, E 19.6G.
+FC: ``in * out``); ReLU, pooling, LRN and batch norm are listed with 0. The paper gives
+no multiply-add figures: these are our arithmetic (at 224: A 7.6G, B 11.3G, C 11.8G,
+D 15.5G, E 19.6G; FLOPs are twice that).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .archs import ARCHS, parse_token
-from .model import LRN_SIZE, VGGConfig, last_channels
+from .model import VGGConfig, last_channels, layer_specs
 
 
 @dataclass(frozen=True)
@@ -45,28 +45,21 @@ def summarize(config: VGGConfig, input_size: tuple[int, int] | int | None = None
     if min(h, w) < config.crop:
         raise ValueError(f"input {h}x{w} is smaller than the crop {config.crop}")
     rows: list[LayerRow] = []
-    c, block, conv_in_block = 3, 1, 0
-    for token in ARCHS[config.arch]:
-        kind, kernel, channels = parse_token(token)
-        if kind == "pool":
+    kinds = {"conv": "Conv {0}x{0}", "bn": "BatchNorm", "relu": "ReLU",
+             "pool": "MaxPool 2x2/2", "lrn": "LRN n={0}"}
+    for s in layer_specs(config):
+        if s.kind == "pool":
             h, w = h // 2, w // 2
-            rows.append(LayerRow(f"pool{block}", "MaxPool 2x2/2", (c, h, w), 0, 0))
-            block, conv_in_block = block + 1, 0
-        elif kind == "lrn":
-            rows.append(LayerRow(f"norm{block}", f"LRN n={LRN_SIZE}", (c, h, w), 0, 0))
-        else:
-            conv_in_block += 1
-            tag = f"{block}_{conv_in_block}"
-            out = config.channels(channels)
-            params = out * c * kernel * kernel + out
-            rows.append(LayerRow(f"conv{tag}", f"Conv {kernel}x{kernel}", (out, h, w),
-                                 params, h * w * out * c * kernel * kernel))
-            if config.batch_norm:
-                rows.append(LayerRow(f"bn{tag}", "BatchNorm", (out, h, w), 2 * out, 0))
-            rows.append(LayerRow(f"relu{tag}", "ReLU", (out, h, w), 0, 0))
-            c = out
-    k, fc, classes = config.fc_kernel, config.fc_width, config.num_classes
-    assert c == last_channels(config)
+        params = macs = 0
+        if s.kind == "conv":
+            params = s.out_ch * s.in_ch * s.kernel ** 2 + s.out_ch
+            macs = h * w * s.out_ch * s.in_ch * s.kernel ** 2
+        elif s.kind == "bn":
+            params = 2 * s.out_ch
+        rows.append(LayerRow(s.name, kinds[s.kind].format(s.kernel), (s.out_ch, h, w),
+                             params, macs))
+    c = last_channels(config)
+    k, fc, classes = config.fc_kernel, config.fc_width, config.out_features
     oh, ow = h - k + 1, w - k + 1
 
     def shape(n: int) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .archs import ARCHS, resolve_arch
-from .checkpoint import atomic_write, state_dict_error
+from .checkpoint import atomic_write, check_finite, state_dict_error
 from .errors import CheckpointError, ConfigError
 from .model import VGG, VGGConfig, VGGFullyConv, last_channels
 from .preprocess import Preprocess
@@ -162,10 +162,39 @@ def infer_config(state_dict: StateDict, arch: str | None = None,
                           f"closest is {best[1]}: {shown}")
 
 
+ClassesArg = Sequence[str] | str | None
+
+
+def imagenet_classes() -> tuple[list[str], list[str]]:
+    """The 1000 ILSVRC-2012 classes in the order of the published weights (torchvision,
+    timm, the Caffe/Keras ports): (wnids, human-readable names), from the file shipped
+    with vgg (nothing is downloaded)."""
+    text = (Path(__file__).parent / "imagenet_classes.tsv").read_text(encoding="utf-8")
+    rows = [ln.split("\t") for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _classes(classes: ClassesArg, num_classes: int) -> tuple[list[str] | None,
+                                                              list[str] | None]:
+    """``classes`` as (ids, display names): None, a list of names, or "imagenet" (wnids as
+    ids, so datasets in ImageNet's folder layout match by name; English names shown)."""
+    if classes is None:
+        return None, None
+    if isinstance(classes, str):
+        if classes.lower() != "imagenet":
+            raise ConfigError(f"classes={classes!r}: give a list of names or 'imagenet'")
+        if num_classes != 1000:
+            raise ConfigError(f"classes='imagenet' needs a 1000-class net, these weights have "
+                              f"{num_classes} outputs")
+        return imagenet_classes()
+    return [str(c) for c in classes], None
+
+
 def _model_from(sd: dict[str, torch.Tensor], config: VGGConfig,
-                classes: Sequence[str] | None, preprocess: Preprocess) -> VGG:
+                classes: ClassesArg, preprocess: Preprocess) -> VGG:
+    ids, names = _classes(classes, config.num_classes)
     with torch.device("meta"):
-        model = VGG(config, classes=classes, preprocess=preprocess)
+        model = VGG(config, classes=ids, preprocess=preprocess, class_names=names)
     try:
         model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:
@@ -176,19 +205,20 @@ def _model_from(sd: dict[str, torch.Tensor], config: VGGConfig,
 # ------------------------------------------------------------------ torchvision / Caffe
 
 def from_torchvision(source: StateDict | str | os.PathLike[str], arch: str | None = None, *,
-                     classes: Sequence[str] | None = None,
+                     classes: ClassesArg = None,
                      preprocess: Preprocess | None = None, dropout: float = 0.5) -> VGG:
     """A :class:`VGG` from a torchvision ``vgg11/13/16/19[_bn]`` state dict or ``.pth`` file
     (keys are identical; ``arch`` and batch norm are inferred from the shapes unless given).
     The model gets torchvision's preprocessing (ImageNet mean/std) unless ``preprocess``
-    says otherwise, and is returned in eval mode."""
+    says otherwise, and is returned in eval mode. ``classes="imagenet"`` names the 1000
+    outputs (wnids, with English display names) as the published weights order them."""
     sd = read_state_dict(source)
     config = infer_config(sd, arch, dropout=dropout)
     return _model_from(sd, config, classes, preprocess or Preprocess.torchvision())
 
 
 def from_caffe(source: StateDict | str | os.PathLike[str], arch: str | None = None, *,
-               classes: Sequence[str] | None = None, to_rgb: bool = False) -> VGG:
+               classes: ClassesArg = None, to_rgb: bool = False) -> VGG:
     """Weights of the original Caffe model (or its Keras port) already in torchvision key
     layout (as the common ``vgg16-caffe.pth`` / ``vgg16-00b39a1b.pth`` conversions are):
     the net expects BGR, 0..255, mean [103.939, 116.779, 123.68] subtracted. The model
@@ -259,7 +289,7 @@ def timm_to_torchvision(state_dict: StateDict) -> dict[str, torch.Tensor]:
 
 
 def from_timm(source: StateDict | str | os.PathLike[str], arch: str | None = None, *,
-              classes: Sequence[str] | None = None, preprocess: Preprocess | None = None,
+              classes: ClassesArg = None, preprocess: Preprocess | None = None,
               dropout: float = 0.5) -> VGG:
     """A :class:`VGG` from a timm ``vgg*`` state dict or file. timm's head is convolutional
     (FC1 a k x k conv); the crop is 32 k. timm's ImageNet weights are torchvision's, so the
@@ -277,6 +307,7 @@ def _metadata(model: VGG | VGGFullyConv) -> dict[str, str]:
     return {"format": SAFETENSORS_FORMAT,
             "config": json.dumps(model.config.to_dict()),
             "classes": json.dumps(model.classes),
+            "class_names": json.dumps(model.class_names),
             "preprocess": json.dumps(model.preprocess.to_dict())}
 
 
@@ -316,10 +347,14 @@ def load_safetensors(path: str | os.PathLike[str]) -> VGG:
     try:
         config = VGGConfig.from_dict(json.loads(meta["config"]))
         classes = json.loads(meta["classes"])
+        names = json.loads(meta.get("class_names", "null"))
         preprocess = Preprocess.from_dict(json.loads(meta["preprocess"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path}: malformed vgg metadata ({e})") from None
-    return _model_from(tensors, config, classes, preprocess)
+    check_finite(tensors, str(path))
+    model = _model_from(tensors, config, classes, preprocess)
+    model.set_class_names(names)
+    return model
 
 
 # ------------------------------------------------------------------------- ONNX

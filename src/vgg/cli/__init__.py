@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ..errors import VggError
 
@@ -24,14 +25,23 @@ COMMANDS: tuple[str, ...] = ("demo", "models", "data", "train", "evaluate", "fus
                              "export")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors the README promises: ``vgg train: error:
+    argument --lr: must be > 0, got -1.0 (see `vgg train --help`)``, exit status 2, no
+    usage dump. Sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vgg",
         description="The VGG paper's system (Simonyan & Zisserman 2015): the six nets of "
                     "Table 1, the training recipe with scale jittering, dense / multi-crop / "
-                    "multi-scale testing and net fusion.",
+                    "multi-scale testing, net fusion, and localisation (Appendix A).",
         epilog="Run `vgg COMMAND --help` for the flags of one command. "
                "Start with `vgg demo`.")
     parser.add_argument("--version", action="version", version=f"vgg {__version__}")
@@ -42,9 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
+                    ) -> argparse.ArgumentParser:
+    """The parser of the (sub-)command that ``args`` ran, for its error messages."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return _command_parser(action.choices[name], args)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the sub-command whose flags these are not
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     if not getattr(args, "func", None):
@@ -64,12 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], rule: str, kind: str,
              name: str) -> Callable[[str], T]:
-    """An argparse type: ``cast(text)`` that must satisfy ``ok`` (``rule`` says how)."""
+    """An argparse type: ``cast(text)`` that must satisfy ``ok`` (``rule`` says how).
+    Floats must be finite (``nan``, ``inf`` are refused)."""
     def parse(text: str) -> T:
         try:
             v = cast(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if not ok(v):
             raise argparse.ArgumentTypeError(f"must be {rule}, got {v}")
         return v
@@ -84,9 +110,48 @@ nonneg_float = _bounded(float, lambda v: v >= 0, ">= 0", "a number", "nonneg_flo
 unit_float = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)", "a number", "unit_float")
 
 
+def workers_count(text: str) -> int:
+    """argparse type: loader processes, 0 (in the main process) .. MAX_WORKERS."""
+    from ..settings import MAX_WORKERS
+
+    v = nonneg_int(text)
+    if v > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WORKERS}, got {v}")
+    return v
+
+
+def side(text: str) -> int:
+    """argparse type: an image side in pixels (a test scale Q), 1 .. MAX_SIDE."""
+    from ..settings import MAX_SIDE
+
+    v = positive_int(text)
+    if v > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIDE} pixels, got {v}")
+    return v
+
+
+def add_progress_flag(p: argparse.ArgumentParser, default: bool | None = True) -> None:
+    """``--progress/--no-progress``: bars on a terminal, a plain line every 30 s when the
+    output goes to a file (see vgg.progress)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=default,
+                   help="progress bars on a terminal, periodic lines in a log file "
+                        "(default on)")
+
+
+def add_device_flag(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    from ..devices import DEVICE_HELP
+
+    p.add_argument("--device", default=default, metavar="DEV",
+                   help=f"{DEVICE_HELP} (default auto)")
+
+
 def crop_size(text: str) -> int:
     """argparse type: a positive multiple of 32 (five 2x2 max-pools)."""
+    from ..settings import MAX_SIDE
+
     v = positive_int(text)
+    if v > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIDE}, got {v}")
     if v % 32:
         raise argparse.ArgumentTypeError(f"must be a multiple of 32, got {v}")
     return v
@@ -99,8 +164,8 @@ def add_model_flags(p: argparse.ArgumentParser, arch_default: str | None = "D") 
                         f"default {arch_default}")
     p.add_argument("--bn", action="store_true", help="batch normalisation after every conv")
     p.add_argument("--width", type=positive_float, default=1.0,
-                   help="conv channel multiplier (1.0 = the paper's 64..512)")
+                   help="conv channel multiplier (1.0 = the paper's 64..512; at most 16)")
     p.add_argument("--fc-width", type=positive_int, default=4096,
-                   help="width of FC1/FC2 (paper: 4096)")
+                   help="width of FC1/FC2 (paper: 4096; at most 65536)")
     p.add_argument("--crop", type=crop_size, default=224,
                    help="training crop side, a multiple of 32 (paper: 224)")

@@ -1,16 +1,21 @@
-"""``vgg data``: dataset utilities (colour statistics, the embedded shapes dataset)."""
+"""``vgg data``: dataset utilities (colour statistics, the embedded shapes dataset, a
+train/val split of a folder of classes, a check of box annotations)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
-from . import nonneg_int, positive_int
+from . import _bounded, nonneg_int, positive_int
+
+fraction = _bounded(float, lambda v: 0 < v < 1, "in (0, 1)", "a number", "fraction")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="dataset tools: colour stats, synthetic set",
+    p = subparsers.add_parser("data", help="dataset tools: colour stats, synthetic set, "
+                                           "split, box check",
                               description="Dataset tools.")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
@@ -18,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("stats", help="mean RGB and RGB covariance eigen-decomposition",
                        description="Mean RGB (0..255) and the eigenvalues/eigenvectors of the "
                                    "RGB covariance (pixels in [0, 1]) over the training "
-                                   "images of DIR (DIR/train when present), for the paper's "
-                                   "mean subtraction and PCA colour shift.")
+                                   "images of DIR (its train split when it has one: "
+                                   "DIR/train/, train.csv, train_labels.csv, ...; else "
+                                   "DIR/<class>/...), for the paper's mean subtraction and "
+                                   "PCA colour shift.")
     s.add_argument("dir", type=Path, help="dataset folder (DIR/train/<class>/... or "
                                           "DIR/<class>/...)")
     s.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -50,6 +57,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="processes (default: the available cores)")
     y.set_defaults(func=_synth)
 
+    sp = sub.add_parser(
+        "split", help="split a folder of class folders into train/ and val/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Split SRC/<class>/**/<image> (a dataset without a split) into\n"
+                    "OUT/train/<class>/ and OUT/val/<class>/, class by class (stratified),\n"
+                    "the same way for the same --seed. A class with at least two images\n"
+                    "gets at least one val and one train image. By default the files are\n"
+                    "symbolic links to the absolute source paths (nothing is copied);\n"
+                    "OUT/split.json records the parameters and the counts. OUT must not\n"
+                    "exist or must be empty.",
+        epilog="example:\n"
+               "  vgg data split caltech101_subset10 data/caltech10 --val-fraction 0.2\n"
+               "  vgg train --data data/caltech10 ...   # reads its train/ and val/")
+    sp.add_argument("src", type=Path, help="folder of class folders (SRC/<class>/<image>)")
+    sp.add_argument("out", type=Path, help="new folder for train/, val/ and split.json")
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument("--val-fraction", type=fraction, default=None, metavar="F",
+                     help="fraction of each class's images for val, rounded (default 0.2)")
+    how.add_argument("--val-per-class", type=positive_int, default=None, metavar="N",
+                     help="N val images per class (at most all but one)")
+    sp.add_argument("--seed", type=nonneg_int, default=0,
+                    help="seed of the per-class draw (default 0)")
+    files = sp.add_mutually_exclusive_group()
+    files.add_argument("--copy", action="store_const", const="copy", dest="mode",
+                       help="copy the files instead of linking them")
+    files.add_argument("--link", choices=("symlink", "hardlink"), dest="mode",
+                       help="symlink (default: absolute symbolic links) or hardlink (same "
+                            "file system only)")
+    sp.set_defaults(func=_split, mode="symlink")
+
+    b = sub.add_parser(
+        "boxes", help="check the box annotations of a dataset (localisation)",
+        description="Load the boxes of split SPLIT of DIR as the localisation trainer will "
+                    "and print what was found: images with boxes, missing and malformed "
+                    "annotations, boxes clipped to the image, boxes without area or of "
+                    "unknown classes (dropped), images left without a usable box. "
+                    "Sources: PASCAL VOC / ILSVRC XML (beside the images, "
+                    "DIR/annotations/<split>/, DIR/Annotations/, ILSVRC2012_bbox_* folders), "
+                    "ImageNet's LOC_<split>_solution.csv, a detection CSV "
+                    "(filename,width,height,class,xmin,ymin,xmax,ymax). See docs/data.md.")
+    b.add_argument("dir", type=Path, help="dataset folder")
+    b.add_argument("--split", default="train", help="split name (default train)")
+    b.add_argument("--source", type=Path, default=None,
+                   help="annotation folder or CSV (default: found next to the data)")
+    b.add_argument("--strict-classes", action="store_true",
+                   help="a box of a class not in the dataset's class list is an error")
+    b.add_argument("--json", type=Path, default=None, metavar="OUT.json",
+                   help="write the report as JSON")
+    b.set_defaults(func=_boxes)
+
 
 def _stats(args: argparse.Namespace) -> int:
     from ..data.stats import compute_stats
@@ -73,3 +130,44 @@ def _synth(args: argparse.Namespace) -> int:
                         max_side=args.max_side, workers=args.workers,
                         object_size=(args.min_object, args.max_object))
     return 0  # make_shapes_dataset logs "wrote N images of K classes to OUT"
+
+
+def _split(args: argparse.Namespace) -> int:
+    from ..data.split import split_folder
+
+    rec = split_folder(args.src, args.out, val_fraction=args.val_fraction,
+                       val_per_class=args.val_per_class, seed=args.seed, mode=args.mode)
+    width = max([len("class")] + [len(c) for c in rec["classes"]])
+    print(f"{'class':<{width}}  train    val")
+    for c, n in rec["classes"].items():
+        print(f"{c:<{width}}  {n['train']:5d}  {n['val']:5d}")
+    print(f"{'total':<{width}}  {rec['train']:5d}  {rec['val']:5d}")
+    what = {"symlink": "symbolic links to", "hardlink": "hard links to",
+            "copy": "copies of"}[args.mode]
+    print(f"wrote {args.out}/train and {args.out}/val ({what} {rec['source']}); "
+          f"parameters and counts in {args.out / 'split.json'}")
+    return 0
+
+
+def _boxes(args: argparse.Namespace) -> int:
+    from ..data.annotations import load_boxes
+    from ..data.folders import index_split
+
+    index = index_split(args.dir, args.split)
+    if args.source is not None or index.box_report is None or args.strict_classes:
+        report = load_boxes(index, args.source, args.split, strict_classes=args.strict_classes,
+                            quiet=True)
+    else:
+        report = index.box_report
+    print(report.summary())
+    per_class = Counter(b.name for bs in (index.boxes or {}).values() for b in bs)
+    print("boxes per class: " + (", ".join(f"{c} {per_class[c]}" for c in index.classes)
+                                 or "none"))
+    for kind, examples in report.examples.items():
+        print(f"  {kind}:")
+        for e in examples:
+            print(f"    {e}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import positive_int
+from . import add_device_flag, add_progress_flag, positive_int, workers_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                "{s_min, mid, s_max}; method center -> S or mid only.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint file(s)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate on")
-    p.add_argument("--split", default=None,
-                   help="split folder of DIR (default: val when DIR/val exists, else DIR "
-                        "itself holds the class folders)")
+    p.add_argument("--split", default=None, metavar="NAME",
+                   help="the split to evaluate: a folder DIR/NAME (class folders, or "
+                        "ImageNet's flat val) or a list file of DIR (default: val when "
+                        "DIR/val exists, else DIR itself holds the class folders)")
     p.add_argument("--method", choices=("dense", "multicrop", "both", "center"),
                    default="dense", help="dense (default), multicrop (5x5 grid + mirrors = 50 "
                    "crops per scale), both (their average) or center (one centre crop)")
@@ -36,10 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default to one test scale (Q = S, or the middle of [s_min, s_max])")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the horizontally mirrored image")
-    p.add_argument("--batch", type=positive_int, default=16, help="images per batch")
-    p.add_argument("--workers", type=int, default=None, help="data loading processes")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--batch", type=positive_int, default=16,
+                   help="images per batch (of one rescaled size; default 16)")
+    p.add_argument("--workers", type=workers_count, default=None,
+                   help="data loading processes (default: up to 4)")
+    add_device_flag(p)
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    add_progress_flag(p)
     p.add_argument("--save-posteriors", default=None, metavar="OUT.npz",
                    help="write per-image posteriors (for `vgg fuse`)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the metrics as JSON")
@@ -71,19 +75,20 @@ def result_rows(result) -> list:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import VggError
+    from ..checkpoint import check_output
     from ..eval import as_net, evaluate, parse_scales
     from ..report import paper_table
 
     scales = parse_scales(args.scales) if args.scales is not None else None
-    if args.workers is not None and args.workers < 0:
-        raise VggError(f"--workers must be >= 0, got {args.workers}")
+    for path, what in ((args.save_posteriors, "--save-posteriors"), (args.json, "--json")):
+        if path:  # before the long work, not after it
+            check_output(path, what)
     nets = [as_net(c, index=i) for i, c in enumerate(args.checkpoints)]
     index = load_index(args.data, args.split, nets[0].model.classes)
     result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,
                       batch_size=args.batch, device=args.device, workers=args.workers,
                       amp=args.amp, multi_scale=not args.single_scale,
-                      progress=sys.stderr.isatty())
+                      progress=args.progress)
     print(paper_table(result_rows(result), fmt="markdown" if args.markdown else "text"))
     print(f"{result.n_images} images" + (f", {len(result.skipped)} unreadable skipped"
                                          if result.skipped else ""))

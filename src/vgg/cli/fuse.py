@@ -20,10 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import check_output
     from ..eval import Posteriors, fuse, result_from_posteriors
     from ..report import paper_table
     from .evaluate import _write_json
 
+    for path, what in ((args.save, "--save"), (args.json, "--json")):
+        if path:
+            check_output(path, what)
     parts = [Posteriors.load(p) for p in args.posteriors]
     fused = fuse(parts)
     rows = [result_from_posteriors(p) for p in parts] if len(parts) > 1 else []

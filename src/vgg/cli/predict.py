@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from . import positive_int
+from . import add_device_flag, add_progress_flag, positive_int, side
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,13 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
-    p.add_argument("--scale", type=positive_int, default=None, metavar="Q",
+    p.add_argument("--scale", type=side, default=None, metavar="Q",
                    help="test scale (smaller image side), >= the net's crop")
     p.add_argument("--method", choices=("dense", "center"), default="dense")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="dense: do not average with the mirror image")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print JSON (one list) instead of text")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     preds = predict(args.checkpoint, args.inputs, top=args.top, scale=args.scale,
                     method=args.method, flip=args.flip, device=args.device,
-                    progress=sys.stderr.isatty())
+                    progress=args.progress)
     if not preds:
         raise DataError(f"no image files in {', '.join(args.inputs)}")
     if args.json:
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             if p.error is not None:
                 print(f"error: {p.error}", file=sys.stderr)
                 continue
-            print(f"{p.path}: " + ", ".join(f"{c} ({v:.3f})" for c, v in p.top or []))
+            # 3 significant digits: a 1000-class net's 0.00123 stays readable
+            print(f"{p.path}: " + ", ".join(f"{c} ({v:.3g})" for c, v in p.top or []))
     failed = sum(p.error is not None for p in preds)
     if failed:
         print(f"{failed} of {len(preds)} image(s) could not be predicted", file=sys.stderr)

@@ -5,23 +5,28 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_flags, nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from . import (add_device_flag, add_model_flags, nonneg_float, nonneg_int, positive_float,
+               positive_int, side, unit_float, workers_count)
 
 _EPILOG = """\
 defaults are the paper's recipe (Sect. 3.1): SGD, momentum 0.9, batch 256, weight decay
 5e-4 on conv/FC weights (biases and BN parameters are NOT decayed unless --decay-biases),
 dropout 0.5 on FC1/FC2, lr 1e-2 divided by 10 when the validation top-1 error stops
 improving (--patience epochs, --plateau-threshold), 3 decreases then stop, at most 74
-epochs. Precedence: built-in defaults < --config FILE < flags given on the command line.
+epochs. For a short budget fixed in advance, --schedule cosine (with --warmup) anneals
+where the plateau schedule may never fire. Precedence: built-in defaults < --config FILE
+< flags given on the command line.
 
 examples:
   vgg train --data DIR --arch A --scale 256 --out runs/A-S256
   vgg train --config configs/D-S256.yaml --data DIR --init-from runs/A-S256/best.pt
   vgg train --config configs/D-S384.yaml --data DIR --finetune-from runs/D-S256/best.pt
   vgg train --data DIR --arch A --bn --width 0.25 --fc-width 1024 --crop 32 \\
-            --scale 36-48 --batch 64 --lr 0.02 --init kaiming --device cpu
-                                             # the recipe scaled down for a laptop
+            --scale 36-48 --batch 64 --lr 0.02 --init kaiming --schedule cosine \\
+            --warmup 1 --epochs 30 --device cpu
+                                             # scaled down for a laptop (docs/training.md)
   vgg train --resume runs/A-S256             # continue a stopped/killed run exactly
+  vgg train --resume runs/A-S256 --epochs 90 # ... and extend it
   torchrun --nproc-per-node 4 -m vgg train --config configs/D-S256.yaml --data DIR
 see docs/training.md for resume semantics and multi-node runs."""
 
@@ -57,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--resume", metavar="RUN", help="continue the run in RUN exactly where "
                     "its last checkpoint left it (its config.yaml is used; only --epochs, "
                     "--data, --device, --workers and saving/logging flags may change)")
+    io.add_argument("--overwrite", action="store_true",
+                    help="start a new run in an --out folder that already holds one "
+                         "(its checkpoints and metrics are replaced)")
     add_model_flags(p)
     for action in p._actions:  # only flags the user gives may override --config
         if action.dest in ("arch", "bn", "width", "fc_width", "crop"):
@@ -76,6 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--weight-decay", type=nonneg_float, help="L2 multiplier (5e-4)")
     rec.add_argument("--decay-biases", action=argparse.BooleanOptionalAction,
                      help="also weight-decay biases and BN parameters (default: no)")
+    rec.add_argument("--schedule", choices=("plateau", "cosine", "step"),
+                     help="plateau (the paper's: /10 when val error stops improving), "
+                          "cosine (anneal to 0 over --epochs) or step (--lr-decreases "
+                          "evenly spaced /10 steps); default plateau")
+    rec.add_argument("--warmup", type=nonneg_float, metavar="EPOCHS",
+                     help="linear lr warm-up over this many epochs (0)")
     rec.add_argument("--lr-factor", type=positive_float, help="lr multiplier at a plateau (0.1)")
     rec.add_argument("--patience", type=nonneg_int,
                      help="epochs without improvement before a decrease (2)")
@@ -101,11 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     val = p.add_argument_group("validation")
     val.add_argument("--val-method", choices=("center", "dense"),
                      help="centre crop (default) or dense fully-convolutional")
-    val.add_argument("--val-scale", type=positive_int, metavar="Q",
+    val.add_argument("--val-scale", type=side, metavar="Q",
                      help="test scale (default: S, or (SMIN+SMAX)/2)")
     val.add_argument("--val-batch", type=positive_int, help="validation batch")
     dev = p.add_argument_group("machinery")
-    dev.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="(auto)")
+    add_device_flag(dev, default=argparse.SUPPRESS)
     dev.add_argument("--amp", choices=("none", "bf16", "fp16"),
                      help="mixed precision on CUDA (none)")
     dev.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
@@ -114,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="torch.compile the net")
     dev.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
                      help="deterministic kernels (slower on GPU)")
-    dev.add_argument("--workers", type=nonneg_int, help="loader processes (default: cores)")
+    dev.add_argument("--workers", type=workers_count,
+                     help="loader processes (default: the usable cores, at most 8)")
     dev.add_argument("--seed", type=nonneg_int, help="(0)")
     dev.add_argument("--save-every-minutes", type=positive_float,
                      help="also checkpoint inside an epoch this often (30)")
@@ -125,7 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dev.add_argument("--plot", action=argparse.BooleanOptionalAction,
                      help="RUN/curves.png at the end (default on)")
     dev.add_argument("--progress", action=argparse.BooleanOptionalAction,
-                     help="progress bars (default on)")
+                     help="progress bars on a terminal, a line every 30 s in a log file "
+                          "(default on)")
     p.set_defaults(func=run)
 
 
@@ -144,20 +160,33 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def config_from_args(args: argparse.Namespace) -> object:
+    """The run's TrainConfig: a new run from defaults < --config < given flags, or the
+    saved run changed by exactly the flags given (``--resume``)."""
+    from ..errors import ConfigError
+    from ..train import load_yaml, resolve, resume_config
+
+    given = given_settings(args)
+    if given.get("resume"):
+        if getattr(args, "config", None):
+            raise ConfigError("--resume uses the run's own config.yaml; drop --config")
+        return resume_config(given["resume"], given)
+    file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    return resolve(file_values, given)
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..train import load_yaml, resolve, train
+    from ..train import train
 
-    given = given_settings(args)
-    file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    cfg = resolve(file_values, given)
-    result = train(cfg)
+    cfg = config_from_args(args)
+    result = train(cfg)  # type: ignore[arg-type]
     log = logging.getLogger("vgg.train")
     if result.interrupted:
         log.warning("interrupted: resume with `vgg train --resume %s`", result.run_dir)
         return 130
-    best = (f"best val top-1 error {result.best_top1_err:.4f} -> {result.best_path}"
-            if result.best_top1_err is not None else "no epoch finished")
+    best = (f"best validation error {result.best_err:.4f} -> {result.best_path}"
+            if result.best_err is not None else "no epoch finished")
     log.info("done (%s): %s; last state %s", result.stopped, best, result.last_path)
     return 0

@@ -1,16 +1,22 @@
-"""The data layer: index datasets as users have them, decode robustly, apply the paper's
-transforms (Sect. 3.1 / 3.2), load deterministic uint8 batches, and make the embedded
-shapes dataset. See docs/data.md."""
+"""The data layer: index datasets as users have them, load their box annotations, decode
+robustly, apply the paper's transforms (Sect. 3.1 / 3.2), load deterministic uint8
+batches, split a folder of classes, and make the embedded shapes dataset. See
+docs/data.md."""
 
-from .decode import decode_image, image_size, pil_to_uint8
-from .folders import (Box, ImageIndex, index_csv, index_folder, index_imagenet_val,
-                      index_split, index_voc, read_voc_xml)
-from .loaders import EpochSampler, ImageDataset, collate, make_loader
+from .annotations import Box, BoxReport, load_boxes
+from .decode import (IMAGE_EXTENSIONS, decode_image, image_size, pil_to_uint8,
+                     sniff_image_format)
+from .folders import (ImageIndex, index_csv, index_detection_csv, index_folder,
+                      index_imagenet_val, index_split, index_voc, list_images, read_voc_xml)
+from .loaders import BadImages, EpochSampler, ImageDataset, collate, make_loader
+from .split import split_folder
 from .transforms import (CenterCropTransform, ColourStats, DeviceAugment, RescaleTransform,
-                         TrainTransform, crop_grid, rescale_size)
+                         TrainTransform, rescale_size)
 
-__all__ = ["Box", "CenterCropTransform", "ColourStats", "DeviceAugment", "EpochSampler",
-           "ImageDataset", "ImageIndex", "RescaleTransform", "TrainTransform", "collate",
-           "crop_grid", "decode_image", "image_size", "index_csv", "index_folder",
-           "index_imagenet_val", "index_split", "index_voc", "make_loader", "pil_to_uint8",
-           "read_voc_xml", "rescale_size"]
+__all__ = ["IMAGE_EXTENSIONS", "BadImages", "Box", "BoxReport", "CenterCropTransform",
+           "ColourStats", "DeviceAugment", "EpochSampler", "ImageDataset", "ImageIndex",
+           "RescaleTransform", "TrainTransform", "collate", "decode_image",
+           "image_size", "index_csv", "index_detection_csv", "index_folder",
+           "index_imagenet_val", "index_split", "index_voc", "list_images", "load_boxes",
+           "make_loader", "pil_to_uint8", "read_voc_xml", "rescale_size",
+           "sniff_image_format", "split_folder"]

@@ -10,6 +10,11 @@ draft mode (libjpeg DCT scaling by 1/2, 1/4 or 1/8) so that far fewer pixels are
 The drafted image still has its smaller side >= ``target_min_side``.
 EXIF orientation is ignored (as torchvision's ImageFolder does), so boxes in annotation
 files keep matching the stored pixels.
+
+Which files are images: ``IMAGE_EXTENSIONS`` is the project's one list of image file name
+extensions (files with one are taken as images without opening them); a file with any
+other extension (``photo.jpg.1``, ``x.jpg_large``, none at all) is an image when its first
+bytes are a JPEG, PNG, GIF, BMP, TIFF, WebP or PNM signature (``sniff_image_format``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,45 @@ from ..errors import BadImageError
 
 # Images with more pixels than this are refused (Pillow's own default bomb limit, ~89 MP).
 MAX_PIXELS: int = 89_478_485
+
+# The one list of image file extensions (lower case) for the whole project.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
+
+# BMP info-header sizes (BITMAPCOREHEADER .. BITMAPV5HEADER): "BM" alone is too weak a sign.
+_BMP_DIB_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+def has_image_extension(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def sniff_image_format(path: str | Path) -> str | None:
+    """The image format named by the first bytes of ``path`` ("JPEG", "PNG", "GIF", "BMP",
+    "TIFF", "WEBP", "PNM"), or None (not an image, or unreadable). Reads 32 bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return None
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:2] == b"BM" and len(head) >= 18 and \
+            int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES:
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and \
+            head[2:3] in b" \t\r\n":
+        return "PNM"
+    return None
 
 _ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
            UnidentifiedImageError, Image.DecompressionBombError, MemoryError)

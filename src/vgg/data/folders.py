@@ -1,24 +1,37 @@
-"""Indexing datasets as users have them: (path, label) lists plus optional class names,
-boxes and multi-label vectors.
+"""Indexing datasets as users have them: (path, label) lists plus class names (folder
+names, wnids, XML or CSV class names), optional boxes and multi-label vectors.
 
-Layouts (``index_split(DIR, split)`` tries them in this order):
+Layouts (``index_split(DIR, split)`` tries them in this order; ``split`` is any name):
 
-- class folders: ``DIR/<split>/<class>/**/*.jpg`` (ImageFolder; classes sorted; the val
-  split takes its class list from ``DIR/train`` when that exists, so labels agree);
+- class folders: ``DIR/<split>/<class>/**/<image>`` (ImageFolder; classes sorted; any
+  split other than train takes its class list from ``DIR/train`` when that exists, so
+  labels agree);
 - ILSVRC-2012 flat val: ``DIR/val/ILSVRC2012_val_00000001.JPEG ...`` labelled by
   ``LOC_val_solution.csv`` (also gives boxes) or by the devkit's
   ``ILSVRC2012_validation_ground_truth.txt`` + ``meta.mat`` (searched in DIR, DIR/..,
-  DIR/devkit/data, DIR/ILSVRC2012_devkit_t12/data);
+  DIR/devkit/data, DIR/ILSVRC2012_devkit_t12/data, DIR/LOC);
 - PASCAL VOC: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/<split>.txt``
   (multi-label: every object class of an image);
-- a file list ``DIR/<split>.csv`` (path,label per row; see ``index_csv``).
+- a file list ``DIR/<split>.csv`` or ``DIR/<split>.txt`` (path and label per row; see
+  ``index_csv``);
+- an object-detection CSV ``DIR/<split>_labels.csv`` (or ``DIR/<split>.csv`` with that
+  header): ``filename,width,height,class,xmin,ymin,xmax,ymax`` per box, images in DIR or
+  ``DIR/images`` (the raccoon dataset's layout); an image's label is the class of its
+  largest box.
 
-Boxes come from PASCAL VOC XML files, either beside each image (``a.jpg`` + ``a.xml``) or
-in a parallel tree ``DIR/annotations/<split>/<same relative path>.xml`` (what ``vgg data
-synth`` writes). ``read_voc_xml`` returns boxes in 0-based pixel-edge coordinates
-``(name, x0, y0, x1, y1)`` (VOC files store 1-based inclusive pixel indices: x0 = xmin - 1,
-x1 = xmax). Human-readable class names come from ``LOC_synset_mapping.txt`` /
-``synset_words.txt`` ("n01440764 tench, Tinca tinca") when one is found next to the data.
+Walking folders: every real folder is walked once. A symbolic link to a folder is
+followed unless it points at a folder already walked or at one of its own ancestors (a
+cycle): that link is skipped with one warning naming it. Symbolic links to files are
+images like any other. Files are images by their extension (``IMAGE_EXTENSIONS``) or, with
+any other extension, by their first bytes; hidden files and folders are ignored; the other
+files are named in one summary warning per dataset (XML files beside images with the same
+stem are annotations, not reported).
+
+Boxes (see ``annotations``): ``index_split`` attaches the XML beside the images or in
+``DIR/annotations/<split>/`` and the boxes of the layouts that define them (LOC CSV, VOC,
+detection CSV); ``load_boxes(index)`` finds the other sources (ILSVRC bbox folders, ...).
+Human-readable class names come from ``LOC_synset_mapping.txt`` / ``synset_words.txt``
+("n01440764 tench, Tinca tinca") when one is found next to the data.
 """
 
 from __future__ import annotations
@@ -27,36 +40,36 @@ import csv
 import logging
 import os
 import re
-import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import DataError
+from .annotations import (MAX_NAMED, Box, BoxReport, CsvSource, XmlTree, _Given, _multilabels,
+                          attach_boxes, csv_kind, label_dirs, load_boxes, parse_voc_xml,
+                          read_voc_xml, write_voc_xml)
+from .decode import IMAGE_EXTENSIONS, has_image_extension, sniff_image_format
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp",
-                              ".tif", ".tiff", ".webp", ".gif"})
 NAME_FILES = ("LOC_synset_mapping.txt", "synset_words.txt", "class_names.txt")
 
-
-class Box(NamedTuple):
-    """One object: class name and 0-based pixel-edge coordinates (x1, y1 exclusive)."""
-    name: str
-    x0: float
-    y0: float
-    x1: float
-    y1: float
+__all__ = ["IMAGE_EXTENSIONS", "Box", "BoxReport", "FileScan", "ImageIndex", "index_csv",
+           "index_detection_csv", "index_folder", "index_imagenet_val", "index_split",
+           "has_split",
+           "index_voc", "is_image_file", "list_images", "load_boxes", "read_class_names",
+           "read_voc_xml", "scan_images", "write_voc_xml"]
 
 
 @dataclass
 class ImageIndex:
-    """A dataset's files. ``samples[i] = (path, label)``; ``classes[label]`` is the class id
-    (folder name / wnid); ``class_names`` maps ids to human-readable names; ``boxes`` maps a
-    path to its objects; ``multilabels[i]`` lists every class index present in image i."""
+    """A dataset's files. ``samples[i] = (path, label)``; ``classes[label]`` is the class
+    name (folder name / wnid / annotation class); ``class_names`` maps them to
+    human-readable names; ``boxes`` maps a path to its usable objects and ``box_report``
+    says what loading them found; ``multilabels[i]`` lists every class index present in
+    image i (multi-label sets only)."""
 
     samples: list[tuple[Path, int]]
     classes: list[str]
@@ -65,6 +78,7 @@ class ImageIndex:
     boxes: dict[Path, list[Box]] | None = None
     multilabels: list[list[int]] | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    box_report: BoxReport | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -95,6 +109,8 @@ class ImageIndex:
         return y
 
     def subset(self, indices: list[int] | np.ndarray) -> ImageIndex:
+        """The images ``indices`` with the same classes (``box_report``, which describes
+        the whole index, is not carried over)."""
         idx = [int(i) for i in indices]
         samples = [self.samples[i] for i in idx]
         boxes = None if self.boxes is None else {
@@ -104,52 +120,200 @@ class ImageIndex:
                           ml, dict(self.meta))
 
 
+# ------------------------------------------------------------------ finding image files
+
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """By the name alone: a known image extension and not hidden."""
+    return has_image_extension(path) and not path.name.startswith(".")
 
 
-def _walk_images(d: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(d, followlinks=True):
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(f)))
-    return out
+@dataclass
+class FileScan:
+    """What ``scan_images`` found: ``images[k]`` under ``tops[k]`` (walk order), files that
+    are not images, and ``skipped`` (path, why) for symbolic links not followed, broken
+    links and unreadable folders; ``sidecar_xml`` counts XML files beside an image of the
+    same stem."""
+
+    images: list[list[Path]]
+    not_images: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    sidecar_xml: int = 0
 
 
-def read_voc_xml(path: str | Path) -> list[Box]:
-    """Objects of a PASCAL VOC / ILSVRC annotation file, 0-based pixel-edge coordinates."""
+def _dir_key(d: Path) -> tuple[int, int] | None:
     try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as e:
-        raise DataError(f"cannot read annotation {path}: {e}") from None
-    boxes = []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        bb = obj.find("bndbox")
-        if not name or bb is None:
-            continue
+        st = os.stat(d)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def scan_images(tops: Sequence[Path], recursive: bool = True) -> FileScan:
+    """Image files under each folder of ``tops``: sorted, a folder's files before its
+    sub-folders'; each real folder walked once over all ``tops`` (symbolic links to
+    folders are followed after the real folders, unless they lead to a folder already
+    walked or to an ancestor); hidden entries ignored; files with an unknown extension
+    sniffed. Logs nothing: callers report ``not_images`` and ``skipped``."""
+    scan = FileScan([[] for _ in tops])
+    visited: dict[tuple[int, int], Path] = {}
+    deferred: list[tuple[int, Path, tuple[tuple[int, int], ...]]] = []
+
+    def key_of(p: Path) -> tuple[int, int] | None:
         try:
-            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError):
-            raise DataError(f"bad bndbox in {path} for object {name!r}") from None
-        boxes.append(Box(name, x0 - 1.0, y0 - 1.0, x1, y1))
-    return boxes
+            st = os.stat(p)
+        except OSError as e:
+            scan.skipped.append((p, f"cannot read ({e.strerror or e})"))
+            return None
+        return st.st_dev, st.st_ino
+
+    def walk(k: int, d: Path, chain: tuple[tuple[int, int], ...]) -> None:
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            scan.skipped.append((d, f"cannot read folder ({e.strerror or e})"))
+            return
+        files: list[Path] = []
+        dirs: list[os.DirEntry] = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir():
+                    if not recursive:
+                        continue
+                    if e.is_symlink():
+                        deferred.append((k, Path(e.path), chain))
+                    else:
+                        dirs.append(e)
+                elif e.is_file():
+                    files.append(Path(e.path))
+                elif e.is_symlink():
+                    scan.skipped.append((Path(e.path), "broken symbolic link"))
+            except OSError as err:
+                scan.skipped.append((Path(e.path), f"cannot read ({err.strerror or err})"))
+        images, xmls = [], []
+        for f in files:
+            if has_image_extension(f):
+                images.append(f)
+            elif f.suffix.lower() == ".xml":
+                xmls.append(f)
+            elif sniff_image_format(f) is not None:
+                images.append(f)
+            else:
+                scan.not_images.append(f)
+        stems = {f.stem for f in images}
+        for x in xmls:
+            if x.stem in stems:
+                scan.sidecar_xml += 1
+            else:
+                scan.not_images.append(x)
+        scan.images[k].extend(images)
+        for e in dirs:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError as err:
+                scan.skipped.append((Path(e.path), f"cannot read ({err.strerror or err})"))
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in visited:  # a bind mount or a hard-linked folder
+                scan.skipped.append((Path(e.path), f"the same folder as {visited[key]}, "
+                                                   "already walked: not followed"))
+                continue
+            visited[key] = Path(e.path)
+            walk(k, Path(e.path), chain + (key,))
+
+    for k, top in enumerate(tops):
+        key = key_of(top)
+        if key is None:
+            continue
+        if key in visited:
+            scan.skipped.append((top, f"the same folder as {visited[key]}, already walked: "
+                                      "not followed"))
+            continue
+        visited[key] = top
+        # The top's ancestors count as its chain: a link back to any of them is a cycle.
+        above = tuple(k2 for k2 in (_dir_key(d) for d in Path(os.path.realpath(top)).parents)
+                      if k2 is not None)
+        walk(k, top, above + (key,))
+    while deferred:
+        k, link, chain = deferred.pop(0)
+        key = key_of(link)
+        if key is None:
+            continue
+        target = os.path.realpath(link)
+        if key in chain:
+            scan.skipped.append((link, f"symbolic link to {target}, a folder that contains "
+                                       "it (a cycle): not followed"))
+        elif key in visited:
+            scan.skipped.append((link, f"symbolic link to {target}, already walked as "
+                                       f"{visited[key]}: not followed"))
+        else:
+            visited[key] = link
+            walk(k, link, chain + (key,))
+    return scan
 
 
-def write_voc_xml(path: str | Path, filename: str, size: tuple[int, int],
-                  boxes: list[Box], folder: str = "") -> None:
-    """Write a VOC annotation (inverse of ``read_voc_xml``: 1-based inclusive integers)."""
-    lines = ["<annotation>", f"  <folder>{folder}</folder>", f"  <filename>{filename}</filename>",
-             f"  <size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"]
-    for b in boxes:
-        lines += ["  <object>", f"    <name>{b.name}</name>", "    <pose>Unspecified</pose>",
-                  "    <truncated>0</truncated>", "    <difficult>0</difficult>",
-                  f"    <bndbox><xmin>{int(round(b.x0)) + 1}</xmin><ymin>{int(round(b.y0)) + 1}"
-                  f"</ymin><xmax>{int(round(b.x1))}</xmax><ymax>{int(round(b.y1))}</ymax>"
-                  "</bndbox>", "  </object>"]
-    lines.append("</annotation>")
-    Path(path).write_text("\n".join(lines) + "\n")
+def _names(paths: Sequence[Path], root: Path, n: int = 5) -> str:
+    def rel(p: Path) -> str:
+        try:
+            return str(p.relative_to(root))
+        except ValueError:
+            return str(p)
+    more = f" and {len(paths) - n} more" if len(paths) > n else ""
+    return ", ".join(rel(p) for p in paths[:n]) + more
 
+
+def _report_scan(scan: FileScan, root: Path) -> None:
+    """One warning per symbolic link not followed; one summary per kind of skipped file."""
+    for p, why in scan.skipped:
+        if why.startswith(("symbolic link", "the same folder")):
+            log.warning("%s: skipping %s: %s", root, p, why)
+    other = [(p, why) for p, why in scan.skipped
+             if not why.startswith(("symbolic link", "the same folder"))]
+    if scan.not_images:
+        n = len(scan.not_images)
+        log.warning("%s: skipped %d file%s that %s not images: %s", root, n,
+                    "s" if n > 1 else "", "are" if n > 1 else "is",
+                    _names(scan.not_images, root))
+    if other:
+        log.warning("%s: skipped %d unreadable entr%s: %s", root, len(other),
+                    "ies" if len(other) > 1 else "y",
+                    "; ".join(f"{_names([p], root)} ({why})" for p, why in other[:5])
+                    + (f" and {len(other) - 5} more" if len(other) > 5 else ""))
+
+
+def list_images(paths: Iterable[str | os.PathLike[str]]
+                ) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The images among files and folders given by a user: files in the order given,
+    folders expanded recursively (as ``scan_images``: sorted, symbolic-link cycles cut,
+    hidden entries ignored). Returns ``(images, skipped)`` where ``skipped`` holds
+    ``(path, why)``: not found, broken link, not an image, symbolic link not followed,
+    unreadable. A file with an image extension is listed without being opened (a broken
+    one fails when decoded)."""
+    images: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            scan = scan_images([p])
+            images.extend(scan.images[0])
+            skipped.extend((f, "not an image (unknown extension, no image signature)")
+                           for f in scan.not_images)
+            skipped.extend(scan.skipped)
+        elif p.is_file():
+            if has_image_extension(p) or sniff_image_format(p) is not None:
+                images.append(p)
+            else:
+                skipped.append((p, "not an image (unknown extension, no image signature)"))
+        elif p.is_symlink():
+            skipped.append((p, "broken symbolic link"))
+        else:
+            skipped.append((p, "not found"))
+    return images, skipped
+
+
+# ------------------------------------------------------------------ class names
 
 def read_class_names(path: str | Path) -> dict[str, str]:
     """``wnid name, synonyms`` per line -> {wnid: name} (the first synonym)."""
@@ -169,36 +333,21 @@ def _find_class_names(*dirs: Path) -> dict[str, str] | None:
     return None
 
 
-def _attach_annotations(index: ImageIndex, ann_root: Path | None, img_root: Path) -> None:
-    """Boxes (and multi-labels) from VOC XML beside each image or under ``ann_root``."""
-    boxes: dict[Path, list[Box]] = {}
-    for p, _ in index.samples:
-        cands = [p.with_suffix(".xml")]
-        if ann_root is not None:
-            try:
-                cands.append((ann_root / p.relative_to(img_root)).with_suffix(".xml"))
-            except ValueError:
-                pass
-        for x in cands:
-            if x.is_file():
-                boxes[p] = read_voc_xml(x)
-                break
-    if not boxes:
-        return
-    index.boxes = boxes
-    pos = {c: i for i, c in enumerate(index.classes)}
-    index.multilabels = [sorted({c} | {pos[b.name] for b in boxes.get(p, []) if b.name in pos})
-                         for p, c in index.samples]
+# ------------------------------------------------------------------ layouts
+
+def _subdirs(d: Path) -> list[str]:
+    return sorted(e.name for e in d.iterdir() if e.is_dir() and not e.name.startswith("."))
 
 
 def index_folder(root: str | Path, classes: list[str] | None = None,
                  annotations: str | Path | None = None) -> ImageIndex:
     """ImageFolder layout ``root/<class>/**/<image>``; classes sorted (or given: then every
-    folder must be one of them). Raises DataError naming ``root`` when missing or empty."""
+    folder must be one of them). Boxes from VOC XML beside the images or in the parallel
+    tree ``annotations``. Raises DataError naming ``root`` when missing or empty."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
-    dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    dirs = _subdirs(root)
     if not dirs:
         raise DataError(f"no class folders in {root} (expected {root}/<class>/<image>)")
     if classes is None:
@@ -208,19 +357,26 @@ def index_folder(root: str | Path, classes: list[str] | None = None,
         if unknown:
             raise DataError(f"{root} has class folders not among the {len(classes)} known "
                             f"classes: {', '.join(unknown[:5])}")
+    loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+    if loose:
+        log.warning("%s: %d image%s directly in the folder belong%s to no class folder: "
+                    "ignored (%s)", root, len(loose), "s" if len(loose) > 1 else "",
+                    "" if len(loose) > 1 else "s", _names(sorted(loose), root))
+    scan = scan_images([root / d for d in dirs])
+    _report_scan(scan, root)
     pos = {c: i for i, c in enumerate(classes)}
-    samples = [(p, pos[d]) for d in dirs for p in _walk_images(root / d)]
+    samples = [(p, pos[d]) for d, imgs in zip(dirs, scan.images) for p in imgs]
     if not samples:
+        other = (f"; {len(scan.not_images)} other files, e.g. "
+                 f"{_names(scan.not_images, root, 3)}" if scan.not_images else "")
         raise DataError(f"no image files under {root} (extensions: "
-                        f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+                        f"{', '.join(sorted(IMAGE_EXTENSIONS))}, or image content{other})")
     index = ImageIndex(samples, list(classes), root,
                        _find_class_names(root, root.parent), meta={"layout": "folders"})
-    _attach_annotations(index, None if annotations is None else Path(annotations), root)
+    if annotations is not None or scan.sidecar_xml:
+        attach_boxes(index, XmlTree(None if annotations is None else Path(annotations),
+                                    root, "", beside=True))
     return index
-
-
-def _imagenet_val_files(val_dir: Path) -> list[Path]:
-    return sorted(p for p in val_dir.iterdir() if p.is_file() and is_image_file(p))
 
 
 def _read_meta_mat(path: Path) -> dict[int, tuple[str, str]]:
@@ -240,39 +396,31 @@ def _read_meta_mat(path: Path) -> dict[int, tuple[str, str]]:
     return out
 
 
-def _parse_loc_solution(path: Path) -> dict[str, list[Box]]:
-    """LOC_val_solution.csv: ImageId,PredictionString ("wnid x0 y0 x1 y1 ...")."""
-    out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            toks = row["PredictionString"].split()
-            out[row["ImageId"]] = [Box(toks[i], *(float(v) for v in toks[i + 1:i + 5]))
-                                   for i in range(0, len(toks) - 4, 5)]
-    return out
-
-
 def index_imagenet_val(val_dir: str | Path, *, classes: list[str] | None = None,
                        solution_csv: str | Path | None = None,
                        ground_truth: str | Path | None = None, meta: str | Path | None = None,
                        class_names: dict[str, str] | None = None) -> ImageIndex:
     """ILSVRC-2012 flat val (``ILSVRC2012_val_*.JPEG``) labelled by ``LOC_val_solution.csv``
-    or by the devkit ground truth (1-based ILSVRC2012_IDs in file order) + ``meta.mat``.
-    ``classes`` (the training wnids, sorted) fix the label numbering; without them the
-    wnids found are sorted."""
+    (its first wnid per image; its boxes become ``boxes``) or by the devkit ground truth
+    (1-based ILSVRC2012_IDs in file order) + ``meta.mat``. ``classes`` (the training wnids,
+    sorted) fix the label numbering; without them the wnids found are sorted."""
     val_dir = Path(val_dir)
-    files = _imagenet_val_files(val_dir)
+    scan = scan_images([val_dir], recursive=False)
+    _report_scan(scan, val_dir)
+    files = scan.images[0]
     if not files:
         raise DataError(f"no images in {val_dir}")
-    boxes = None
+    source = None
     if solution_csv is not None:
-        sol = _parse_loc_solution(Path(solution_csv))
-        missing = [p.name for p in files if p.stem not in sol]
+        source = CsvSource(solution_csv, "loc")
+        wnid = {k: a.objects[0].name for k, a in source.entries.items()
+                if a.objects and a.objects[0].name}
+        missing = [p.name for p in files if p.stem not in wnid]
         if missing:
             raise DataError(f"{solution_csv} has no label for {len(missing)} images "
                             f"of {val_dir}, e.g. {missing[0]}")
-        boxes = {p: sol[p.stem] for p in files}
-        wnids = [sol[p.stem][0].name for p in files]
-        source = str(solution_csv)
+        wnids = [wnid[p.stem] for p in files]
+        label_file = str(solution_csv)
     elif ground_truth is not None:
         if meta is None:
             raise DataError(f"{ground_truth} needs the devkit's meta.mat (ILSVRC2012_ID -> "
@@ -288,7 +436,7 @@ def index_imagenet_val(val_dir: str | Path, *, classes: list[str] | None = None,
             raise DataError(f"{ground_truth}: ILSVRC2012_ID {e} not in {meta}") from None
         if class_names is None:
             class_names = {w: words.split(",")[0].strip() for w, words in id_map.values()}
-        source = str(ground_truth)
+        label_file = str(ground_truth)
     else:
         raise DataError(f"{val_dir} is a flat folder of images but no labels were found "
                         "(LOC_val_solution.csv, or the devkit's "
@@ -298,27 +446,32 @@ def index_imagenet_val(val_dir: str | Path, *, classes: list[str] | None = None,
     pos = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(wnids) - set(pos))
     if unknown:
-        raise DataError(f"{source} names classes not in the training set: {unknown[:5]}")
+        raise DataError(f"{label_file} names classes not in the training set: {unknown[:5]}")
     samples = [(p, pos[w]) for p, w in zip(files, wnids)]
-    index = ImageIndex(samples, list(classes), val_dir, class_names, boxes,
-                       meta={"layout": "imagenet-flat-val", "labels": source})
-    if boxes is not None:
-        index.multilabels = [[c] for _, c in samples]
+    index = ImageIndex(samples, list(classes), val_dir, class_names,
+                       meta={"layout": "imagenet-flat-val", "labels": label_file})
+    if source is not None:
+        attach_boxes(index, source)
     return index
 
 
 def index_csv(path: str | Path, root: str | Path | None = None,
               classes: list[str] | None = None) -> ImageIndex:
-    """A file list: rows ``path,label`` (an optional header naming ``path``/``label``
-    columns; paths relative to ``root``, default the CSV's folder). Labels are class names,
-    or integers (then classes are "0".."max"); several labels separated by ``;`` or spaces
-    make a multi-label set (the first is the primary label)."""
+    """A file list: ``.csv`` rows ``path,label`` (an optional header naming the
+    ``path``/``label`` columns) or ``.txt`` lines ``path label`` (whitespace-separated, the
+    label last); paths relative to ``root`` (default the list's folder). Labels are class
+    names, or integers (then classes are "0".."max"); several labels separated by ``;``
+    make a multi-label set (the first is the primary label; in a CSV, spaces too)."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    except OSError as e:
+            if path.suffix.lower() == ".txt":
+                rows = [line.strip().rsplit(None, 1) for line in f
+                        if line.strip() and not line.startswith("#")]
+            else:
+                rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read file list {path}: {e}") from None
     if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
         rows = rows[1:]
@@ -326,8 +479,10 @@ def index_csv(path: str | Path, root: str | Path | None = None,
         raise DataError(f"file list {path} is empty")
     bad = [i for i, r in enumerate(rows) if len(r) < 2 or not r[1].strip()]
     if bad:
-        raise DataError(f"{path}: row {bad[0] + 1} needs 'path,label'")
-    labels = [re.split(r"[;\s]+", r[1].strip()) for r in rows]
+        raise DataError(f"{path}: row {bad[0] + 1} needs 'path,label'" if path.suffix != ".txt"
+                        else f"{path}: line {bad[0] + 1} needs 'path label'")
+    sep = r"[;]+" if path.suffix.lower() == ".txt" else r"[;\s]+"
+    labels = [re.split(sep, r[1].strip()) for r in rows]
     if classes is None:
         flat = {t for ts in labels for t in ts}
         if all(t.isdigit() for t in flat):
@@ -351,9 +506,11 @@ def index_csv(path: str | Path, root: str | Path | None = None,
     return index
 
 
-def index_voc(root: str | Path, split: str) -> ImageIndex:
+def index_voc(root: str | Path, split: str, classes: list[str] | None = None) -> ImageIndex:
     """PASCAL VOC (``root`` = VOCdevkit/VOC2007): JPEGImages + Annotations +
-    ImageSets/Main/<split>.txt; multi-label over the object classes found (sorted)."""
+    ImageSets/Main/<split>.txt; multi-label over the object classes (sorted names found, or
+    ``classes``). Bad annotations are counted in ``box_report`` (an image with no usable
+    object gets label 0 and an empty label set)."""
     root = Path(root)
     ids_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not ids_file.is_file():
@@ -361,19 +518,89 @@ def index_voc(root: str | Path, split: str) -> ImageIndex:
     ids = [t.split()[0] for t in ids_file.read_text().splitlines() if t.strip()]
     if not ids:
         raise DataError(f"{ids_file} lists no images")
-    boxes = {}
-    for i in ids:
-        boxes[root / "JPEGImages" / f"{i}.jpg"] = read_voc_xml(root / "Annotations" / f"{i}.xml")
-    classes = sorted({b.name for bs in boxes.values() for b in bs})
+    paths = [root / "JPEGImages" / f"{i}.jpg" for i in ids]
+    anns = {}
+    for i, p in zip(ids, paths):
+        x = root / "Annotations" / f"{i}.xml"
+        if x.is_file():
+            anns[p] = parse_voc_xml(x)
+    if classes is None:
+        classes = sorted({o.name for a in anns.values() for o in a.objects
+                          if o.name and o.coords is not None})
+    index = ImageIndex([(p, 0) for p in paths], list(classes), root, None,
+                       meta={"layout": "voc", "split": split, "data_dir": str(root)})
+    attach_boxes(index, _Given(anns, str(root / "Annotations"),
+                               "no XML in Annotations/ for this image"))
     pos = {c: k for k, c in enumerate(classes)}
-    samples, multi = [], []
-    for p, bs in boxes.items():
-        ks = sorted({pos[b.name] for b in bs})
-        samples.append((p, ks[0] if ks else 0))
-        multi.append(ks)
-    return ImageIndex(samples, classes, root, None, boxes, multi,
-                      meta={"layout": "voc", "split": split})
+    boxes = index.boxes or {}
+    multi = [sorted({pos[b.name] for b in boxes.get(p, [])}) for p in paths]
+    index.samples = [(p, ks[0] if ks else 0) for p, ks in zip(paths, multi)]
+    index.multilabels = multi
+    return index
 
+
+def index_detection_csv(path: str | Path, root: str | Path | None = None,
+                        classes: list[str] | None = None) -> ImageIndex:
+    """An object-detection CSV (``filename,width,height,class,xmin,ymin,xmax,ymax``, one
+    row per box; the raccoon dataset's ``train_labels.csv``): the images it names (found
+    beside the CSV, in ``root`` or ``root/images``), in the order of their first row, with
+    their boxes (see ``annotations`` for the coordinates). An image's label is the class of
+    its largest usable box (else of its first row of a known class). ``classes``: the class
+    list (default: the CSV's class names, sorted). Rows naming a missing image file are
+    counted (``box_report.missing_image``) and named in a warning."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    dirs = [root, root / "images"]
+    src = CsvSource(path, "detection", dirs)
+    if not src.entries:
+        raise DataError(f"detection CSV {path} lists no boxes")
+    paths: list[Path] = []
+    seen: set[str] = set()
+    missing: list[str] = []
+    for key in src.entries:
+        p = src.image_path(key, dirs)
+        if p is None:
+            missing.append(key)
+        elif os.path.abspath(p) not in seen:
+            seen.add(os.path.abspath(p))
+            paths.append(p)
+    if not paths:
+        raise DataError(f"none of the {len(src.entries)} images named in {path} exists "
+                        f"(looked in {', '.join(str(d) for d in [path.parent, *dirs])})")
+    if classes is None:
+        classes = sorted({o.name for a in src.entries.values() for o in a.objects if o.name})
+    index = ImageIndex([(p, 0) for p in paths], list(classes), root,
+                       _find_class_names(root, path.parent),
+                       meta={"layout": "detection-csv", "file": str(path)})
+    report = attach_boxes(index, src, quiet=True)
+    for k, key in enumerate(missing):
+        log.log(logging.WARNING if k < MAX_NAMED else logging.DEBUG,
+                "annotation %s: image %s not found: its rows are left out", path.name, key)
+    report.missing_image = len(missing)
+    report.unmatched = max(0, report.unmatched - len(missing))  # counted as missing_image
+    if missing:
+        report.examples["missing_image"] = [f"{path.name}: {k}" for k in missing[:10]]
+    pos = {c: i for i, c in enumerate(classes)}
+    boxes = index.boxes or {}
+    samples = []
+    for p in paths:
+        if boxes.get(p):
+            samples.append((p, pos[max(boxes[p], key=lambda b: b.area).name]))
+            continue
+        ann = src.find(p)
+        known = [o.name for o in (ann.objects if ann else []) if o.name in pos]
+        if not known:
+            names = sorted({o.name for o in (ann.objects if ann else [])})
+            raise DataError(f"{path}: {p.name} has no box of a known class (its classes: "
+                            f"{', '.join(names) or 'none'}; known: {', '.join(classes[:10])})")
+        samples.append((p, pos[known[0]]))
+    index.samples = samples
+    index.multilabels = _multilabels(index)
+    log.log(logging.WARNING if report.problems else logging.DEBUG, "%s", report.summary())
+    return index
+
+
+# ------------------------------------------------------------------ index_split
 
 def _first_file(names: tuple[str, ...], dirs: list[Path]) -> Path | None:
     for d in dirs:
@@ -383,32 +610,84 @@ def _first_file(names: tuple[str, ...], dirs: list[Path]) -> Path | None:
     return None
 
 
-def _train_classes(data_dir: Path) -> list[str] | None:
-    train = data_dir / "train"
-    if not train.is_dir():
+def _csv_classes(path: Path) -> list[str] | None:
+    try:
+        entries = CsvSource(path, "detection").entries
+    except DataError:
         return None
-    dirs = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return dirs or None
+    return sorted({o.name for a in entries.values() for o in a.objects if o.name}) or None
+
+
+def _train_classes(data_dir: Path) -> list[str] | None:
+    """The class names of DIR's train split (class folders, or a detection CSV)."""
+    train = data_dir / "train"
+    if train.is_dir():
+        return _subdirs(train) or None
+    f = data_dir / "train_labels.csv"
+    if f.is_file() and csv_kind(f) == "detection":
+        return _csv_classes(f)
+    return None
+
+
+_NOT_SPLITS = {"annotations", "Annotations", "ImageSets", "JPEGImages", "images",
+               "SegmentationClass", "SegmentationObject", "devkit", "LOC"}
+
+
+def _what_is_there(data_dir: Path) -> str:
+    folders = [d for d in _subdirs(data_dir) if d not in _NOT_SPLITS]
+    lists = sorted(f.name for f in data_dir.iterdir()
+                   if f.is_file() and f.suffix.lower() in (".csv", ".txt")
+                   and not f.name.startswith("."))
+    main = data_dir / "ImageSets" / "Main"
+    voc = sorted(f.stem for f in main.glob("*.txt") if "_" not in f.stem) if main.is_dir() \
+        else []
+    parts = []
+    if folders:
+        parts.append("folders " + ", ".join(folders[:12]) + (" ..." if len(folders) > 12 else ""))
+    if lists:
+        splits = sorted({n.rsplit(".", 1)[0].removesuffix("_labels") for n in lists})
+        parts.append("list files " + ", ".join(lists[:12])
+                     + f" (splits {', '.join(splits[:12])})")
+    if voc:
+        parts.append("VOC splits " + ", ".join(voc))
+    return "; it has " + "; ".join(parts) if parts else "; it holds no folder or list file"
+
+
+def has_split(data_dir: str | Path, split: str) -> bool:
+    """Whether ``data_dir`` holds ``split`` in one of the layouts ``index_split`` reads."""
+    d = Path(data_dir)
+    return ((d / split).is_dir() or (d / "ImageSets" / "Main" / f"{split}.txt").is_file()
+            or (d / f"{split}.csv").is_file() or (d / f"{split}.txt").is_file()
+            or (d / f"{split}_labels.csv").is_file())
 
 
 def index_split(data_dir: str | Path, split: str = "train",
                 classes: list[str] | None = None) -> ImageIndex:
-    """Index ``split`` ("train" or "val") of ``data_dir`` in whichever layout it has (see
-    the module docstring). Raises DataError naming the path when missing or empty."""
+    """Index split ``split`` (any name: train, val, test, valid, holdout, ...) of
+    ``data_dir`` in whichever layout it has (see the module docstring). A split other
+    than train takes its class list from the train split when there is one (and
+    ``classes`` is not given), so labels agree by class name. Raises DataError naming the
+    path, and listing the folders and list files that are there, when nothing matches."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"dataset folder not found: {data_dir}")
-    if split not in ("train", "val", "test", "trainval"):
-        raise DataError(f"unknown split {split!r} (train, val, test or trainval)")
-    split_dir = data_dir / split
-    ann = data_dir / "annotations" / split
+    if not split or split in (".", "..") or "/" in split or "\\" in split:
+        raise DataError(f"bad split name {split!r}: give the name of a folder or list file "
+                        f"of {data_dir}{_what_is_there(data_dir)}")
     if classes is None and split != "train":
         classes = _train_classes(data_dir)
-    names_dirs = [data_dir, data_dir.parent, data_dir / "devkit" / "data",
-                  data_dir / "ILSVRC2012_devkit_t12" / "data", data_dir / "LOC"]
+    index = _index_split(data_dir, split, classes)
+    index.meta.setdefault("data_dir", str(data_dir))
+    index.meta["split"] = split
+    return index
+
+
+def _index_split(data_dir: Path, split: str, classes: list[str] | None) -> ImageIndex:
+    split_dir = data_dir / split
+    names_dirs = label_dirs(data_dir)
     if split_dir.is_dir():
-        has_dirs = any(d.is_dir() and not d.name.startswith(".") for d in split_dir.iterdir())
-        if has_dirs:
+        ann = data_dir / "annotations" / split
+        if _subdirs(split_dir):
             index = index_folder(split_dir, classes, ann if ann.is_dir() else None)
         else:
             sol = _first_file((f"LOC_{split}_solution.csv",), names_dirs)
@@ -425,9 +704,19 @@ def index_split(data_dir: str | Path, split: str = "train",
             index.class_names = _find_class_names(*names_dirs)
         return index
     if (data_dir / "ImageSets" / "Main" / f"{split}.txt").is_file():
-        return index_voc(data_dir, split)
-    if (data_dir / f"{split}.csv").is_file():
-        return index_csv(data_dir / f"{split}.csv", data_dir, classes)
-    raise DataError(f"no {split} split in {data_dir}: expected {split_dir}/<class>/<image>, "
-                    f"a flat {split_dir} with ImageNet labels, a VOC ImageSets/Main/{split}.txt "
-                    f"or {data_dir / (split + '.csv')}")
+        return index_voc(data_dir, split, classes)
+    lists = [data_dir / f"{split}.csv", data_dir / f"{split}.txt"]
+    if split.lower().endswith((".csv", ".txt")):
+        lists.insert(0, data_dir / split)
+    for f in lists:
+        if f.is_file():
+            if f.suffix.lower() == ".csv" and csv_kind(f) == "detection":
+                return index_detection_csv(f, data_dir, classes)
+            return index_csv(f, data_dir, classes)
+    f = data_dir / f"{split}_labels.csv"
+    if f.is_file() and csv_kind(f) == "detection":
+        return index_detection_csv(f, data_dir, classes)
+    raise DataError(f"no {split} split in {data_dir}{_what_is_there(data_dir)}. Expected "
+                    f"{split_dir}/<class>/<image>, a flat {split_dir} with ImageNet labels, "
+                    f"ImageSets/Main/{split}.txt (VOC), {split}.csv / {split}.txt (file list) "
+                    f"or {split}_labels.csv (detection CSV)")

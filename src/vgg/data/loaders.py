@@ -6,9 +6,11 @@ number of workers, the batch it lands in, or where a resumed run restarts. The s
 yields ``(index, epoch)`` keys so that persistent workers learn the epoch with each key.
 
 Unreadable files (truncated, empty, not an image, too large) never stop an epoch: the
-dataset warns once per file and returns None; ``collate`` drops them and reports
-``n_bad`` and ``bad`` (paths) with the batch. A batch where every image was bad comes back
-with zero images (callers skip it).
+dataset returns a marker instead of the sample, and ``collate`` drops it and reports
+``n_bad`` and ``bad`` = [(path, reason), ...] with the batch. A batch where every image was
+bad comes back with zero images (callers skip it). Workers never log: the process that
+consumes the batches passes each to one ``BadImages``, which warns once per file per run
+(the colour-statistics pass notes its failures in the same object).
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ class ImageDataset(Dataset):
         self.index = index
         self.transform = transform
         self.seed = int(seed)
-        self._warned: set[str] = set()
         self._multi = index.label_matrix() if index.multilabels is not None else None
         if check:
             self._check_readable()
@@ -79,15 +80,13 @@ class ImageDataset(Dataset):
         return np.random.default_rng([self.seed, int(epoch), int(index)])
 
     def load(self, key: Key) -> dict[str, Any]:
-        """Like ``__getitem__`` but returns ``{"bad": path, "reason": ...}`` for a bad file."""
+        """Like ``__getitem__`` but returns ``{"bad": path, "reason": ..., "index": i}`` for
+        a bad file (not logged here: this runs in worker processes; see ``BadImages``)."""
         i, epoch = _split_key(key)
         path, label = self.index.samples[i]
         try:
             out = self.transform(path, self.rng(i, epoch))
         except BadImageError as e:
-            if str(path) not in self._warned:
-                self._warned.add(str(path))
-                log.warning("skipping unreadable image %s: %s", path, e.reason)
             return {"bad": str(path), "reason": e.reason, "index": i}
         out["label"] = label
         out["index"] = i
@@ -107,9 +106,11 @@ class ImageDataset(Dataset):
 def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack samples into ``dict(images uint8 (N,3,H,W), labels int64 (N,), indices int64
     (N,), alphas float32 (N,3) if present, multilabels float32 (N,K) if present, n_bad,
-    bad)``; None and bad samples are dropped and counted."""
+    bad)``; None and bad samples are dropped and counted in ``n_bad``; ``bad`` lists
+    ``(path, reason)`` of the bad samples that carry them (those of ``ImageDataset.load``).
+    """
     good = [s for s in samples if s is not None and "bad" not in s]
-    bad = [s["bad"] for s in samples if s is not None and "bad" in s]
+    bad = [(s["bad"], s.get("reason", "")) for s in samples if s is not None and "bad" in s]
     n_bad = len(samples) - len(good)
     if not good:
         return {"images": torch.empty(0, 3, 0, 0, dtype=torch.uint8),
@@ -130,6 +131,49 @@ def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     if "labels" in good[0]:
         out["multilabels"] = torch.stack([s["labels"] for s in good])
     return out
+
+
+class BadImages:
+    """The unreadable images of a run, kept in the main process: ``report(batch)`` and
+    ``note(path, reason)`` log each path the first time it is seen (one warning naming it
+    and the reason) and count every occurrence. Share one object between the
+    colour-statistics pass, the training epochs and validation so that a bad file is
+    named once per run whatever the number of epochs and worker processes."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.reasons: dict[str, str] = {}
+        self.occurrences = 0
+        self._log = logger or log
+
+    def note(self, path: str | os.PathLike[str], reason: str) -> bool:
+        """Record one failure to read ``path``; True (and a warning) when it is new."""
+        self.occurrences += 1
+        key = str(path)
+        if key in self.reasons:
+            return False
+        self.reasons[key] = reason
+        self._log.warning("skipping unreadable image %s: %s", key, reason)
+        return True
+
+    def report(self, batch: dict[str, Any]) -> int:
+        """Note the ``bad`` (path, reason) pairs of a batch from ``collate``; returns the
+        batch's ``n_bad`` (bad samples in it, new or not) for the caller's counters."""
+        for item in batch.get("bad", ()):
+            path, reason = (item, "") if isinstance(item, str) else (item[0], item[1])
+            self.note(path, reason)
+        n = int(batch.get("n_bad", 0))
+        self.occurrences += max(0, n - len(batch.get("bad", ())))  # bad samples without a path
+        return n
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def __contains__(self, path: object) -> bool:
+        return str(path) in self.reasons
+
+    def summary(self) -> str:
+        return (f"{len(self.reasons)} unreadable image file(s), skipped "
+                f"{self.occurrences} time(s)")
 
 
 class EpochSampler(Sampler):

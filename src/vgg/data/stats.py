@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ..errors import BadImageError, DataError
 from .decode import decode_image
-from .folders import ImageIndex, index_folder, index_split
+from .folders import ImageIndex, has_split, index_folder, index_split
+from .loaders import BadImages
 from .transforms import ColourStats
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,20 @@ def _as_index(src: ImageIndex | str | Path) -> ImageIndex:
     if isinstance(src, ImageIndex):
         return src
     p = Path(src)
-    if (p / "train").is_dir():
+    if has_split(p, "train"):
         return index_split(p, "train")
     return index_folder(p)
 
 
 def compute_stats(index_or_dir: ImageIndex | str | Path, limit: int | None = None,
-                  seed: int = 0, side: int = 256, progress: bool = True) -> ColourStats:
+                  seed: int = 0, side: int = 256, progress: bool = True,
+                  bad_images: BadImages | None = None) -> ColourStats:
     """Mean RGB (0..255) and the eigen-decomposition of the RGB covariance ([0, 1] units)
-    over the images of an index or a dataset folder (its ``train`` split when present).
-    Unreadable images are skipped with a warning; none readable raises DataError."""
+    over the images of an index or a dataset folder (its train split when it has one,
+    in any layout ``index_split`` reads; else the folder's class folders).
+    Unreadable images are skipped and noted in ``bad_images`` (which warns once per file;
+    pass the run's object so that the epochs do not name them again); none readable
+    raises DataError."""
     index = _as_index(index_or_dir)
     paths = index.paths
     if limit is not None and limit < len(paths):
@@ -46,13 +51,14 @@ def compute_stats(index_or_dir: ImageIndex | str | Path, limit: int | None = Non
     n = 0
     s1 = np.zeros(3, np.float64)
     s2 = np.zeros((3, 3), np.float64)
-    n_images, bad = 0, []
+    n_images, n_bad = 0, 0
+    bad_images = BadImages(log) if bad_images is None else bad_images
     for p in tqdm(paths, desc="colour stats", unit="img", disable=not progress):
         try:
             img = decode_image(p, target_min_side=side)
         except BadImageError as e:
-            log.warning("skipping unreadable image %s: %s", p, e.reason)
-            bad.append(str(p))
+            bad_images.note(p, e.reason)
+            n_bad += 1
             continue
         x = np.asarray(img, np.float64).reshape(-1, 3) / 255.0
         n += x.shape[0]
@@ -76,4 +82,4 @@ def compute_stats(index_or_dir: ImageIndex | str | Path, limit: int | None = Non
                        n_images=n_images, n_pixels=int(n),
                        extra={"root": str(index.root) if index.root else "",
                               "limit": limit, "seed": seed, "side": side,
-                              "n_bad": len(bad)})
+                              "n_bad": n_bad})

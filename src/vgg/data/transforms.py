@@ -286,13 +286,3 @@ class DeviceAugment(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-
-def crop_grid(size: int, crop: int, n: int = 5) -> list[int]:
-    """Offsets of ``n`` evenly spaced windows of length ``crop`` along a side of ``size``
-    (the 5 x 5 multi-crop grid of Sect. 3.2); all 0 when the side is not longer."""
-    if n < 1:
-        raise ValueError(f"need n >= 1, got {n}")
-    if n == 1:
-        return [max(0, (size - crop) // 2)]
-    return [max(0, round(i * (size - crop) / (n - 1))) for i in range(n)]

@@ -13,19 +13,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader
 
-from ..checkpoint import Checkpoint, load_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, require_head
+from ..devices import pick_device
 from ..errors import BadImageError, ConfigError, DataError, VggError
 from ..model import VGG
+from ..progress import Progress
+from ..settings import MAX_BATCH, check_int, check_scales as _check_sides, check_workers
 from . import metrics
 from .dense import dense_posteriors, size_buckets
 from .fusion import Posteriors, check_same_classes, fuse
@@ -90,15 +92,13 @@ def parse_scales(text: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"--scales wants comma-separated integers like 256,384,512, "
                           f"got {text!r}") from None
-    if not qs or min(qs) < 1:
+    if not qs:
         raise ConfigError(f"--scales wants positive integers, got {text!r}")
-    return sorted(set(qs))
+    return _check_sides("scales", qs)
 
 
 def check_scales(scales: Sequence[int], crop: int, name: str) -> list[int]:
-    qs = sorted(set(int(q) for q in scales))
-    if not qs:
-        raise ConfigError("no test scale given")
+    qs = _check_sides("scales", list(scales))
     small = [q for q in qs if q < crop]
     if small:
         raise ConfigError(f"test scale(s) {small} smaller than the crop {crop} of {name}: "
@@ -144,12 +144,16 @@ def as_net(obj: VGG | Checkpoint | EvalNet | str | os.PathLike[str],
     if isinstance(obj, (str, os.PathLike)):
         obj = load_checkpoint(obj)
     if isinstance(obj, Checkpoint):
+        require_head(obj, classifier=True, command="evaluate")
         net = EvalNet(obj.build_model(), str(obj.path or f"net{index}"),
                       _train_scale(obj.meta))
     elif isinstance(obj, VGG):
         net = EvalNet(obj, f"net{index} ({obj.config.name})")
     else:
         raise TypeError(f"cannot evaluate a {type(obj).__name__}")
+    if not net.model.config.is_classifier:
+        raise ConfigError(f"{net.name} is a localisation net ({net.model.config.head.upper()} "
+                          f"head); use vgg.localize to evaluate it")
     if train_scale is not None:
         net.train_scale = _train_scale({"train_scale": list(train_scale)})
     return net
@@ -157,52 +161,39 @@ def as_net(obj: VGG | Checkpoint | EvalNet | str | os.PathLike[str],
 
 # ---------------------------------------------------------------------------- data
 
-class _RescaledImages(Dataset):
-    """Image i rescaled so its smaller side is Q: ``(i, uint8 (3, H, W) | None)`` (None for
-    an unreadable file, which is logged once and left out of the metrics)."""
-
-    def __init__(self, paths: Sequence[Path], q: int) -> None:
-        from ..data.transforms import RescaleTransform
-
-        self.paths = list(paths)
-        self.transform = RescaleTransform(q)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
-        try:
-            return i, self.transform(self.paths[i])["image"]
-        except BadImageError as e:
-            log.warning("skipping %s", e)
-            return i, None
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None]]
-             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Groups of equal-shape images: [(indices int64 (n,), images uint8 (n, 3, H, W))]. A
-    bucket normally has one shape; grouping again keeps a header that lied from breaking
-    the batch."""
+def _collate_by_shape(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``ImageDataset`` samples of one size bucket -> ``{"groups": [(indices int64 (n,),
+    images uint8 (n, 3, H, W))], "bad": [(row, path, reason)]}``. A bucket normally holds
+    one shape; grouping by the decoded shape keeps a header that lied from breaking it."""
     groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    for i, img in items:
-        if img is not None:
-            groups.setdefault(tuple(img.shape), []).append((i, img))
-    return [(torch.tensor([i for i, _ in g], dtype=torch.int64),
-             torch.stack([img for _, img in g])) for g in groups.values()]
+    bad = []
+    for s in samples:
+        if "bad" in s:
+            bad.append((s["index"], s["bad"], s.get("reason", "")))
+            continue
+        groups.setdefault(tuple(s["image"].shape), []).append((s["index"], s["image"]))
+    return {"groups": [(torch.tensor([i for i, _ in g], dtype=torch.int64),
+                        torch.stack([img for _, img in g])) for g in groups.values()],
+            "bad": bad}
 
 
-def _sizes(paths: Sequence[Path], progress: bool) -> list[tuple[int, int] | None]:
+def _sizes(paths: Sequence[Path], progress: bool) -> tuple[list[tuple[int, int] | None],
+                                                          dict[int, str]]:
+    """Header sizes (no decoding) and the reasons of the files that cannot be read."""
     from ..data.decode import image_size
 
     out: list[tuple[int, int] | None] = []
-    for p in tqdm(paths, desc="image sizes", disable=not progress or len(paths) < 2000,
-                  leave=False):
-        try:
-            out.append(tuple(image_size(p)))  # type: ignore[arg-type]
-        except BadImageError as e:
-            log.warning("skipping %s", e)
-            out.append(None)
-    return out
+    bad: dict[int, str] = {}
+    with Progress(len(paths), "image sizes", "img",
+                  enabled=progress and len(paths) >= 2000) as bar:
+        for i, p in enumerate(paths):
+            try:
+                out.append(tuple(image_size(p)))  # type: ignore[arg-type]
+            except BadImageError as e:
+                out.append(None)
+                bad[i] = e.reason
+            bar.update(1)
+    return out, bad
 
 
 def image_ids(index: Any) -> list[str]:
@@ -220,38 +211,71 @@ def image_ids(index: Any) -> list[str]:
 
 def _labels_for(index: Any, classes: list[str] | None, num_classes: int,
                 name: str) -> np.ndarray:
-    """The index's labels as indices into the net's class list (the dataset may hold a
-    subset of the net's classes, in another order)."""
+    """The index's labels as indices into the net's classes, matched BY NAME (the dataset
+    may hold a subset of the net's classes, in another order: ImageNet val folders
+    n01530575... are classes 10... of a 1000-class net whatever their position here).
+
+    A net without class names (e.g. bare torchvision weights) can only be evaluated on a
+    dataset with exactly its number of classes, whose sorted order is then assumed to be
+    the net's: that is refused otherwise, and warned even then."""
     labels = np.array([int(lbl) for _, lbl in index.samples], dtype=np.int64)
-    data_classes = list(getattr(index, "classes", None) or [])
-    if classes is None or not data_classes or data_classes == classes:
-        if labels.size and labels.max() >= num_classes:
-            raise DataError(f"dataset has labels up to {labels.max()} but {name} has "
-                            f"{num_classes} classes")
-        return labels
-    missing = [c for c in data_classes if c not in classes]
-    if missing:
-        raise DataError(f"{len(missing)} class(es) of the dataset are unknown to {name}: "
-                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    remap = np.array([classes.index(c) for c in data_classes], dtype=np.int64)
-    return remap[labels]
+    data_classes = [str(c) for c in (getattr(index, "classes", None) or [])]
+    if classes is not None:
+        if not data_classes:
+            raise DataError(f"the dataset has no class names to match with those of {name}")
+        pos = {c: i for i, c in enumerate(classes)}
+        missing = [c for c in data_classes if c not in pos]
+        if missing:
+            raise DataError(f"{len(missing)} class(es) of the dataset are unknown to {name}: "
+                            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                            f"(classes are matched by name; {name} has e.g. "
+                            f"{', '.join(classes[:3])})")
+        remap = np.array([pos[c] for c in data_classes], dtype=np.int64)
+        return remap[labels] if labels.size else labels
+    k = len(data_classes) if data_classes else int(labels.max(initial=-1)) + 1
+    if k != num_classes:
+        raise DataError(f"{name} has no class names, so its outputs cannot be matched to the "
+                        f"dataset's {k} classes ({num_classes} outputs); give the net its "
+                        f"class names (e.g. vgg.weights.from_torchvision(..., "
+                        f"classes='imagenet'))")
+    log.warning("%s has no class names: assuming its %d outputs are the dataset's classes in "
+                "sorted order (%s, ...)", name, num_classes, ", ".join(data_classes[:3]))
+    return labels
 
 
 # ---------------------------------------------------------------------------- results
 
 @dataclass
 class Piece:
-    """Posteriors (N, K) of one net with one method at one test scale."""
+    """Posteriors (N, K) of one net with one method at one test scale. ``flip``: whether
+    the mirror image was averaged in (never for the centre crop). ``scale`` is None for
+    posteriors read back from a file, whose scales are in the result's ``scales``."""
 
     net: int
     method: str  # "dense" | "multicrop" | "center"
-    scale: int
+    scale: int | None
     posteriors: np.ndarray
+    flip: bool = False
+
+
+def combine_pieces(pieces: Sequence[Piece]) -> np.ndarray:
+    """Fused posteriors: the mean over nets of each net's own mean over its (method,
+    scale) pieces (Sect. 3.2 multi-scale and multi-crop & dense within a net, Sect. 4.4
+    ConvNet fusion across nets). A net evaluated at three scales weighs as much as one
+    evaluated at two."""
+    if not pieces:
+        raise VggError("no posteriors to combine")
+    per_net = []
+    for j in sorted({p.net for p in pieces}):
+        mine = [p.posteriors for p in pieces if p.net == j]
+        per_net.append(np.mean(mine, axis=0, dtype=np.float64))
+    return np.mean(per_net, axis=0).astype(np.float32)
 
 
 @dataclass
 class EvalResult:
-    """Metrics and per-image posteriors (averaged over all pieces) of one evaluation.
+    """Metrics and per-image posteriors of one evaluation (:func:`combine_pieces` of its
+    pieces).
 
     ``pieces`` keep each (net, method, scale) apart; :meth:`select` recombines a subset
     without rerunning a network."""
@@ -267,15 +291,13 @@ class EvalResult:
     labels: np.ndarray
     pieces: list[Piece]
     skipped: list[str] = field(default_factory=list)
+    skipped_reasons: dict[str, str] = field(default_factory=dict)
     posteriors: np.ndarray = field(init=False)
     top1_err: float = field(init=False)
     top5_err: float = field(init=False)
 
     def __post_init__(self) -> None:
-        if not self.pieces:
-            raise VggError("no posteriors to combine")
-        self.posteriors = np.mean([p.posteriors for p in self.pieces], axis=0,
-                                  dtype=np.float64).astype(np.float32)
+        self.posteriors = combine_pieces(self.pieces)
         self.top1_err = metrics.top1_error(self.posteriors, self.labels)
         self.top5_err = metrics.top5_error(self.posteriors, self.labels)
 
@@ -286,7 +308,7 @@ class EvalResult:
     def select(self, method: str | None = None, scales: Sequence[int] | None = None,
                nets: Sequence[int] | None = None) -> EvalResult:
         """The result restricted to some method ("dense", "multicrop", "both", "center"),
-        test scales and nets (indices), by averaging the kept pieces' posteriors."""
+        test scales and nets (indices), by recombining the kept pieces."""
         if method is not None and method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; choose from {METHODS}")
         keep_m = PIECE_METHODS[method] if method else None
@@ -297,20 +319,22 @@ class EvalResult:
         if not keep:
             raise VggError(f"this result holds no posteriors for method={method}, "
                            f"scales={scales}, nets={nets} (it has "
-                           f"{sorted({(p.method, p.scale) for p in self.pieces})})")
+                           f"{sorted({(p.method, p.scale) for p in self.pieces}, key=str)})")
         if method == "both" and {p.method for p in keep} != {"dense", "multicrop"}:
             raise VggError("'both' needs dense and multicrop posteriors in the result")
         used = sorted({p.net for p in keep})
         remap = {old: new for new, old in enumerate(used)}
         methods = {p.method for p in keep}
-        m = "both" if methods == {"dense", "multicrop"} else methods.pop()
+        m = "both" if methods == {"dense", "multicrop"} else " & ".join(sorted(methods))
         return EvalResult(
             method=m, nets=[self.nets[i] for i in used], configs=[self.configs[i] for i in used],
             train_scales=[self.train_scales[i] for i in used],
-            scales=[sorted({p.scale for p in keep if p.net == i}) for i in used],
-            flip=self.flip, classes=self.classes, image_ids=self.image_ids,
-            labels=self.labels, skipped=self.skipped,
-            pieces=[Piece(remap[p.net], p.method, p.scale, p.posteriors) for p in keep])
+            scales=[sorted({p.scale for p in keep if p.net == i}) if all(
+                p.scale is not None for p in keep) else self.scales[i] for i in used],
+            flip=any(p.flip for p in keep), classes=self.classes, image_ids=self.image_ids,
+            labels=self.labels, skipped=self.skipped, skipped_reasons=self.skipped_reasons,
+            pieces=[Piece(remap[p.net], p.method, p.scale, p.posteriors, p.flip)
+                    for p in keep])
 
     def to_posteriors(self) -> Posteriors:
         return Posteriors(image_ids=self.image_ids, classes=self.classes, labels=self.labels,
@@ -335,14 +359,20 @@ class EvalResult:
 
     def to_json(self, confused: int = 10) -> dict[str, Any]:
         """JSON-ready: ``top1_err``, ``top5_err`` (fractions), ``n_images``, per-class
-        accuracy, most confused pairs, and what was evaluated."""
+        accuracy, most confused pairs, what was evaluated, and each (net, method, scale)
+        piece's own errors (pieces read back from a file have no scale of their own)."""
         summary = metrics.summarize(self.posteriors, self.labels, self.classes, confused)
+        pieces = []
+        for p in self.pieces:
+            entry: dict[str, Any] = {"net": p.net, "method": p.method, "flip": p.flip}
+            if p.scale is not None:
+                entry["scale"] = p.scale
+            entry |= {"top1_err": metrics.top1_error(p.posteriors, self.labels),
+                      "top5_err": metrics.top5_error(p.posteriors, self.labels)}
+            pieces.append(entry)
         return summary | self._meta() | {
             "n_skipped": len(self.skipped), "skipped": self.skipped[:100],
-            "pieces": [{"net": p.net, "method": p.method, "scale": p.scale,
-                        "top1_err": metrics.top1_error(p.posteriors, self.labels),
-                        "top5_err": metrics.top5_error(p.posteriors, self.labels)}
-                       for p in self.pieces]}
+            "pieces": pieces}
 
 
 def result_from_posteriors(post: Posteriors) -> EvalResult:
@@ -370,27 +400,14 @@ def result_from_posteriors(post: Posteriors) -> EvalResult:
     if "both" in methods:
         methods = (methods - {"both"}) | {"dense", "multicrop"}
     method = "both" if methods == {"dense", "multicrop"} else " & ".join(sorted(methods))
+    flip = any(bool(m.get("flip", False)) for m in parts)
     return EvalResult(method=method, nets=nets, configs=configs, train_scales=train,
-                      scales=scales, flip=bool(meta.get("flip", True)), classes=post.classes,
+                      scales=scales, flip=flip, classes=post.classes,
                       image_ids=post.image_ids, labels=post.labels,
-                      pieces=[Piece(0, method, 0, post.posteriors)])
+                      pieces=[Piece(0, method, None, post.posteriors, flip)])
 
 
 # ---------------------------------------------------------------------------- evaluation
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"bad device {device!r}: {e}") from None
-
-
-def _batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for groups in loader:
-        yield from groups
-
 
 def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str]]
              | VGG | str | os.PathLike[str],
@@ -398,21 +415,27 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
              flip: bool = True, batch_size: int = 16,
              device: str | torch.device | None = None, workers: int | None = None, *,
              amp: bool = False, train_scale: Sequence[int] | None = None,
-             multi_scale: bool = True, progress: bool = True) -> EvalResult:
+             multi_scale: bool = True, progress: bool = True,
+             allow_empty: bool = False,
+             on_bad: Callable[[str, str], None] | None = None) -> EvalResult:
     """Sect. 3.2 testing of one net or a fusion of nets on ``index`` (an ``ImageIndex``:
     ``.samples`` [(path, label)], ``.classes``, ``.root``).
 
     ``method``: "dense", "multicrop" (5x5 grid + mirrors per scale), "both" (their
-    average) or "center" (one centre crop). ``scales``: test scales Q for every net;
-    default per net from its checkpoint's ``meta["train_scale"]`` (:func:`default_scales`,
-    three scales, or one with ``multi_scale=False`` or method "center"). ``flip``
-    averages with the mirror image (dense, multi-crop). ``amp``: bf16/fp16 autocast on
-    CUDA. ``train_scale`` overrides the nets' training scale (for bare ``VGG`` objects).
+    average) or "center" (one centre crop, never mirrored). ``scales``: test scales Q for
+    every net; default per net from its checkpoint's ``meta["train_scale"]``
+    (:func:`default_scales`, three scales, or one with ``multi_scale=False`` or method
+    "center"). ``flip`` averages with the mirror image (dense, multi-crop). ``amp``:
+    bf16/fp16 autocast on CUDA. ``train_scale`` overrides the nets' training scale (for
+    bare ``VGG`` objects). Dataset classes are matched to the nets' classes by name.
+    ``allow_empty``: return a result with zero images instead of raising when no image
+    can be read (training validation on one rank's share). ``on_bad(path, reason)`` is
+    told of each unreadable image (default: a warning per image).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    batch_size = check_int("batch", batch_size, 1, MAX_BATCH)
+    workers = check_workers(workers)
     if isinstance(models, (VGG, str, os.PathLike, Checkpoint, EvalNet)):
         models = [models]
     nets = [as_net(m, train_scale, i) for i, m in enumerate(models)]
@@ -426,81 +449,115 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
                        f"{', '.join(n.name for n in nets)}")
     classes = list(ref.classes) if ref.classes is not None else [
         str(i) for i in range(ref.config.num_classes)]
-    if not index.samples:
+    if not index.samples and not allow_empty:
         raise DataError(f"no images to evaluate in {getattr(index, 'root', None) or 'index'}")
     labels = _labels_for(index, ref.classes, ref.config.num_classes, nets[0].name)
     single = method == "center" or not multi_scale
     per_net = [check_scales(scales, n.crop, n.name) if scales is not None
                else default_scales(n.train_scale, n.crop, multi_scale=not single)
                for n in nets]
-    dev = _device(device)
+    dev = pick_device(device)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    paths = [Path(p) for p, _ in index.samples]
-    n_img, k = len(paths), ref.config.num_classes
-    sizes = _sizes(paths, progress)
-    ok_rows = [i for i, s in enumerate(sizes) if s is not None]
-    from ..data.transforms import rescale_size
-
     kinds = PIECE_METHODS[method]
-    pieces = {(j, m, q): np.full((n_img, k), np.nan, dtype=np.float32)
-              for j, qs in enumerate(per_net) for q in qs for m in kinds}
-    fcns = []
-    for n in nets:
-        n.model.eval().to(dev)
-        fcn = n.model.to_fully_conv().eval()
-        if dev.type == "cuda":
-            fcn = fcn.to(memory_format=torch.channels_last)
-        fcns.append(fcn)
-    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
-                              else torch.float16)
-               if amp and dev.type == "cuda" else contextlib.nullcontext())
-    all_q = sorted({q for qs in per_net for q in qs})
-    for q in all_q:
-        active = [j for j, qs in enumerate(per_net) if q in qs]
-        rescaled = [rescale_size(*sizes[i], q) for i in ok_rows]  # type: ignore[misc]
-        buckets = [[ok_rows[i] for i in b] for b in size_buckets(rescaled, batch_size)]
-        loader = DataLoader(_RescaledImages(paths, q), batch_sampler=buckets,
-                            collate_fn=_collate, num_workers=workers,
-                            pin_memory=dev.type == "cuda",
-                            persistent_workers=False)
-        bar = tqdm(total=len(ok_rows), desc=f"{method} Q={q}", unit="img",
-                   disable=not progress, leave=False)
-        with torch.inference_mode(), amp_ctx:
-            for rows, images in _batches(loader):
-                x8 = images.to(dev, non_blocking=True)
-                rows_np = rows.numpy()
-                for j in active:
-                    net, fcn = nets[j], fcns[j]
-                    x = net.model.preprocess(x8)
-                    if dev.type == "cuda":
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    for m in kinds:
-                        if m == "dense":
-                            p = dense_posteriors(fcn, x, flip)
-                        elif m == "multicrop":
-                            p = multicrop_posteriors(fcn, x, net.crop, flip)
-                        else:
-                            p = center_posteriors(fcn, x, net.crop)
-                        pieces[(j, m, q)][rows_np] = p.float().cpu().numpy()
-                bar.update(len(rows_np))
-        bar.close()
-    done = np.ones(n_img, dtype=bool)
-    for arr in pieces.values():
-        done &= ~np.isnan(arr).any(1)
     ids = image_ids(index)
+    n_img, k = len(index.samples), ref.config.num_classes
+    pieces = {(j, m, q): np.zeros((n_img, k), dtype=np.float32)
+              for j, qs in enumerate(per_net) for q in qs for m in kinds}
+    filled = {key: np.zeros(n_img, dtype=bool) for key in pieces}
+    bad = _run(nets, index, per_net, kinds, pieces, filled, flip=flip,
+               batch_size=batch_size, dev=dev, workers=workers, amp=amp, progress=progress,
+               method=method, on_bad=on_bad or _warn_bad)
+    # an image is scored when every piece saw it; a NaN posterior (a broken net) is
+    # scored too, and counts as wrong
+    done = np.logical_and.reduce(list(filled.values())) if filled else np.zeros(n_img, bool)
     skipped = [ids[i] for i in np.nonzero(~done)[0]]
-    if not done.any():
-        raise DataError(f"none of the {n_img} images could be read")
+    reasons = {ids[i]: bad.get(i, "could not be read") for i in np.nonzero(~done)[0]}
+    if not done.any() and not allow_empty:
+        example = f" (e.g. {skipped[0]}: {reasons[skipped[0]]})" if skipped else ""
+        raise DataError(f"none of the {n_img} images could be read{example}")
     if skipped:
         log.warning("%d of %d images could not be read and are left out", len(skipped), n_img)
     keep = np.nonzero(done)[0]
     return EvalResult(
         method=method, nets=[n.name for n in nets], configs=[n.model.config.name for n in nets],
-        train_scales=[n.train_scale_label for n in nets], scales=per_net, flip=flip,
-        classes=classes, image_ids=[ids[i] for i in keep], labels=labels[keep],
-        skipped=skipped,
-        pieces=[Piece(j, m, q, arr[keep]) for (j, m, q), arr in pieces.items()])
+        train_scales=[n.train_scale_label for n in nets], scales=per_net,
+        flip=flip and method != "center", classes=classes, image_ids=[ids[i] for i in keep], labels=labels[keep],
+        skipped=skipped, skipped_reasons=reasons,
+        pieces=[Piece(j, m, q, arr[keep], flip and m != "center")
+                for (j, m, q), arr in pieces.items()])
+
+
+def _warn_bad(path: str, reason: str) -> None:
+    log.warning("skipping unreadable image %s: %s", path, reason)
+
+
+def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple[str, ...],
+         pieces: dict[tuple[int, str, int], np.ndarray],
+         filled: dict[tuple[int, str, int], np.ndarray], *, flip: bool, batch_size: int,
+         dev: torch.device, workers: int, amp: bool, progress: bool,
+         method: str, on_bad: Callable[[str, str], None]) -> dict[int, str]:
+    """One pass over the data per test scale, every (net, method) on each batch; fills
+    ``pieces`` and ``filled`` in place and returns {row: reason} of the unreadable images."""
+    from ..data.loaders import ImageDataset
+    from ..data.transforms import RescaleTransform, rescale_size
+
+    paths = [Path(p) for p, _ in index.samples]
+    sizes, bad = _sizes(paths, progress)
+    for i, reason in bad.items():
+        on_bad(str(paths[i]), reason)
+    ok_rows = [i for i, s in enumerate(sizes) if s is not None]
+    fcns = []
+    for n in nets:
+        n.model.eval().to(dev)
+        fcns.append(n.model.to_fully_conv())
+    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
+                              else torch.float16)
+               if amp and dev.type == "cuda" else contextlib.nullcontext())
+    for q in sorted({q for qs in per_net for q in qs}):
+        active = [j for j, qs in enumerate(per_net) if q in qs]
+        rescaled = [rescale_size(*sizes[i], q) for i in ok_rows]  # type: ignore[misc]
+        buckets = [[ok_rows[i] for i in b] for b in size_buckets(rescaled, batch_size)]
+        dataset = ImageDataset(index, RescaleTransform(q), check=False)
+        loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=_collate_by_shape,
+                            num_workers=workers, pin_memory=dev.type == "cuda",
+                            persistent_workers=False)
+        with Progress(len(ok_rows), f"{method} Q={q}", "img", enabled=progress) as bar, \
+                torch.inference_mode(), amp_ctx:
+            for batch in loader:
+                for row, path, reason in batch["bad"]:
+                    if row not in bad:
+                        bad[row] = reason
+                        on_bad(path, reason)
+                for rows, images in batch["groups"]:
+                    _forward(nets, fcns, active, kinds, pieces, q, rows, images, flip, dev)
+                    for j in active:
+                        for m in kinds:
+                            filled[(j, m, q)][rows.numpy()] = True
+                    bar.update(len(rows))
+                bar.update(len(batch["bad"]))
+    return bad
+
+
+def _forward(nets: list[EvalNet], fcns: list[Any], active: list[int], kinds: tuple[str, ...],
+             pieces: dict[tuple[int, str, int], np.ndarray], q: int, rows: torch.Tensor,
+             images: torch.Tensor, flip: bool, dev: torch.device) -> None:
+    x8 = images.to(dev, non_blocking=True)
+    rows_np = rows.numpy()
+    for j in active:
+        net, fcn = nets[j], fcns[j]
+        dtype = next(net.model.parameters()).dtype
+        x = net.model.preprocess(x8, dtype=dtype)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        for m in kinds:
+            if m == "dense":
+                p = dense_posteriors(fcn, x, flip)
+            elif m == "multicrop":
+                p = multicrop_posteriors(fcn, x, net.crop, flip)
+            else:
+                p = center_posteriors(fcn, x, net.crop)
+            pieces[(j, m, q)][rows_np] = p.float().cpu().numpy()
 
 
 def fuse_results(results: Sequence[EvalResult]) -> EvalResult:

@@ -82,11 +82,22 @@ class Posteriors:
                     raise VggError(f"{path} is not a vgg posteriors file (no "
                                    f"{', '.join(sorted(missing))})")
                 meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-                return cls(image_ids=z["image_ids"].tolist(), classes=z["classes"].tolist(),
+                post = cls(image_ids=z["image_ids"].tolist(), classes=z["classes"].tolist(),
                            labels=z["labels"], posteriors=z["posteriors"], meta=meta,
                            source=str(path))
         except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise VggError(f"cannot read posteriors {path}: {e}") from None
+        bad = ~np.isfinite(post.posteriors).all(1)
+        if bad.any():
+            raise VggError(f"{path} holds non-finite posteriors (NaN or inf) for "
+                           f"{int(bad.sum())} of {len(bad)} images (e.g. "
+                           f"{post.image_ids[int(np.argmax(bad))]}); refusing to score them")
+        k = len(post.classes)
+        if post.labels.size and (post.labels.min() < 0 or post.labels.max() >= k):
+            raise VggError(f"{path}: labels outside 0..{k - 1}")
+        if not isinstance(meta, dict):
+            raise VggError(f"{path}: malformed meta (not a JSON object)")
+        return post
 
 
 def check_same_classes(classes: Sequence[Sequence[str] | None], names: Sequence[str]) -> None:

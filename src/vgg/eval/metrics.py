@@ -28,7 +28,8 @@ def _check(posteriors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 def topk_error(posteriors: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of images whose true class is not among the ``k`` highest scores
     (``k`` is capped at the number of classes). Ties are broken towards the lower class
-    index, as ``argsort`` does. NaN for zero images."""
+    index, as ``argsort`` does. An image whose scores hold a NaN or an infinity counts as
+    wrong (a broken net must never look good). NaN for zero images."""
     p, y = _check(posteriors, labels)
     if p.shape[0] == 0:
         return float("nan")
@@ -38,7 +39,8 @@ def topk_error(posteriors: np.ndarray, labels: np.ndarray, k: int) -> float:
     true = p[np.arange(len(y)), y][:, None]
     idx = np.arange(p.shape[1])[None, :]
     rank = (p > true).sum(1) + ((p == true) & (idx < y[:, None])).sum(1)
-    return float(np.mean(rank >= k))
+    wrong = (rank >= k) | ~np.isfinite(p).all(1)
+    return float(np.mean(wrong))
 
 
 def top1_error(posteriors: np.ndarray, labels: np.ndarray) -> float:
@@ -50,16 +52,22 @@ def top5_error(posteriors: np.ndarray, labels: np.ndarray) -> float:
 
 
 def predictions(posteriors: np.ndarray) -> np.ndarray:
-    """Top-1 class of every image, (N,) int64."""
-    return np.asarray(posteriors).argmax(1).astype(np.int64)
+    """Top-1 class of every image, (N,) int64; -1 where the scores are not finite."""
+    p = np.asarray(posteriors)
+    out = p.argmax(1).astype(np.int64) if p.shape[1] else np.zeros(len(p), np.int64)
+    out[~np.isfinite(p).all(1)] = -1
+    return out
 
 
 def confusion_matrix(posteriors: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(K, K) int64 counts: row = true class, column = top-1 prediction."""
+    """(K, K) int64 counts: row = true class, column = top-1 prediction (images with
+    non-finite scores are left out: they are errors with no predicted class)."""
     p, y = _check(posteriors, labels)
     k = p.shape[1]
     cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y, predictions(p)), 1)
+    pred = predictions(p)
+    ok = pred >= 0
+    np.add.at(cm, (y[ok], pred[ok]), 1)
     return cm
 
 
@@ -68,9 +76,10 @@ def per_class_accuracy(posteriors: np.ndarray, labels: np.ndarray,
     """``{class: {"n": images, "top1_acc": fraction}}`` for every class with at least one
     image (classes absent from ``labels`` are left out rather than reported as 0 or NaN)."""
     cm = confusion_matrix(posteriors, labels)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(classes):
-        n = int(cm[i].sum())
+        n = int(counts[i])
         if n:
             out[name] = {"n": n, "top1_acc": float(cm[i, i] / n)}
     return out

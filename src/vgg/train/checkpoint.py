@@ -6,8 +6,14 @@ are written atomically, so a kill at any moment leaves the previous file intact.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
 import random
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,8 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..model import VGG
+
+log = logging.getLogger(__name__)
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -122,3 +130,79 @@ def check_writable(run_dir: Path, need_bytes: int) -> None:
     if free < need_bytes:
         raise ConfigError(f"not enough free disk space in {run_dir}: {free / 2**20:.0f} MiB "
                           f"free, checkpoints need about {need_bytes / 2**20:.0f} MiB")
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """One run per folder. ``RUN/.lock`` holds the owner (pid, host, start time) and is
+    ``flock``-ed for as long as the run lives, so the operating system releases it when
+    the process dies, even by SIGKILL. A second run on the same folder is refused with a
+    message naming the holder; a lock file left by a dead process is taken over with a
+    warning. Use as a context manager, or ``acquire()`` / ``release()``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    @staticmethod
+    def _holder(text: str) -> str:
+        try:
+            d = json.loads(text)
+            return (f"pid {d['pid']} on {d['host']}, started "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['start']))}")
+        except (ValueError, KeyError, TypeError):
+            return "an unknown process (unreadable lock file)"
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                text = os.pread(fd, 4096, 0).decode(errors="replace")
+                os.close(fd)
+                raise ConfigError(f"{self.path.parent} is in use by another vgg run "
+                                  f"({self._holder(text)}); wait for it to finish or choose "
+                                  f"another --out") from None
+            try:  # the holder may have removed the file between our open and flock
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:  # pragma: no cover - needs five lost races in a row
+            raise ConfigError(f"could not lock {self.path}: it keeps changing")
+        old = os.pread(fd, 4096, 0).decode(errors="replace")
+        if old.strip():
+            log.warning("taking over the stale lock of %s in %s (that process is gone)",
+                        self._holder(old), self.path.parent)
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "start": time.time()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info, 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -1,6 +1,7 @@
-"""``TrainConfig``: every setting of ``vgg train``, with the paper's recipe (Sect. 3.1)
-as defaults, and its YAML form (``configs/*.yaml``; CLI flags given by the user override
-the file's values)."""
+"""``TrainConfig``: every setting of ``vgg train`` (and ``vgg localize train``), with the
+paper's recipe (Sect. 3.1) as defaults, and its YAML form (``configs/*.yaml``; CLI flags
+given by the user override the file's values). Every value is checked by the same rules
+whether it comes from a flag, a YAML file or Python (``vgg.settings``)."""
 
 from __future__ import annotations
 
@@ -13,27 +14,31 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..model import INIT_SCHEMES, PAPER_INIT_STD
+from ..model import HEADS, INIT_SCHEMES, PAPER_INIT_STD, NetShape, VGGConfig
+from ..settings import (MAX_BATCH, MAX_SEED, MAX_SIDE, check_bool, check_choice, check_float,
+                        check_int, check_str, check_workers)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("none", "bf16", "fp16")
 VAL_METHODS = ("center", "dense")
+SCHEDULES = ("plateau", "cosine", "step")
+TUNE = ("all", "fc")
+MAX_EPOCHS = 100_000
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Scales are in pixels: ``scale`` = (s_min, s_max), equal for
-    fixed-scale training (S = 256) and different for scale jittering ([256, 512])."""
+class TrainConfig(NetShape):
+    """One training run: the net's shape (:class:`vgg.model.NetShape`: arch, batch_norm,
+    width, fc_width, crop, dropout) and everything else. Scales are in pixels: ``scale`` =
+    (s_min, s_max), equal for fixed-scale training (S = 256) and different for scale
+    jittering ([256, 512]). ``head`` "classes" trains a classifier (Sect. 3.1); "scr" or
+    "pcr" a box regressor (Appendix A), normally from a classification checkpoint
+    (``finetune_from``)."""
 
     data: str | None = None          # DIR with train/ and val/ (ImageFolder or ImageNet)
     out: str = "runs/train"          # run folder: last.pt, best.pt, metrics.jsonl, ...
-    # model (Table 1, scaled down through width / fc_width / crop)
-    arch: str = "D"
-    batch_norm: bool = False
-    width: float = 1.0
-    fc_width: int = 4096
-    crop: int = 224
-    dropout: float = 0.5
+    head: str = "classes"            # "classes" | "scr" | "pcr" (localisation)
+    tune: str = "all"                # localisation: "all" layers, or "fc" (FC1, FC2, FC8)
+    boxes: str | None = None         # localisation: annotation source (default: found)
     # Sect. 3.1 recipe
     scale: tuple[int, int] = (256, 256)
     epochs: int = 74
@@ -43,6 +48,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     decay_biases: bool = False       # biases (and BN affine) are not weight-decayed
+    schedule: str = "plateau"        # the paper's; "cosine" / "step" for fixed budgets
+    warmup: float = 0.0              # epochs of linear lr warm-up (any schedule)
     lr_factor: float = 0.1
     patience: int = 2
     plateau_threshold: float = 1e-3
@@ -54,7 +61,8 @@ class TrainConfig:
     init_std: float = PAPER_INIT_STD
     init_from: str | None = None     # a trained net A: first 4 convs + 3 FCs
     finetune_from: str | None = None  # all weights from a checkpoint (S=256 -> 384 -> jitter)
-    resume: str | None = None        # a run folder to continue
+    resume: str | None = None        # a run folder to continue (see resume_config)
+    overwrite: bool = False          # start a new run in a folder that holds one
     # colour statistics for the mean subtraction and the PCA shift
     stats: str | None = None         # JSON written by `vgg data stats`; None = compute
     stats_limit: int = 2000          # images sampled to compute them
@@ -77,48 +85,70 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         scale = self.scale
-        if isinstance(scale, (int, str)):
+        if isinstance(scale, (int, str)) and not isinstance(scale, bool):
             scale = parse_scale(str(scale))
-        scale = tuple(int(s) for s in scale)
-        if len(scale) != 2:
-            raise ConfigError(f"scale must be S or [s_min, s_max], got {self.scale!r}")
-        object.__setattr__(self, "scale", scale)
-        s_min, s_max = scale
+        if not isinstance(scale, (tuple, list)) or len(scale) not in (1, 2):
+            raise ConfigError(f"scale (--scale) must be S or [s_min, s_max], got {scale!r}")
+        scale = tuple(check_int("scale", s, 1, MAX_SIDE) for s in scale) * (3 - len(scale))
+        object.__setattr__(self, "scale", scale[:2])
+        s_min, s_max = self.scale
         if s_min > s_max:
-            raise ConfigError(f"scale: s_min {s_min} > s_max {s_max}")
+            raise ConfigError(f"scale (--scale): s_min {s_min} > s_max {s_max}")
         if s_min < self.crop:
-            raise ConfigError(f"scale S={s_min} is smaller than the crop {self.crop}")
-        for name in ("epochs", "batch", "fc_width", "crop"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.micro_batch is not None and not 1 <= self.micro_batch:
-            raise ConfigError(f"micro_batch must be >= 1, got {self.micro_batch}")
+            raise ConfigError(f"scale (--scale) S={s_min} is smaller than the crop {self.crop}")
+        ints = {"epochs": (1, MAX_EPOCHS), "batch": (1, MAX_BATCH), "patience": (0, 10_000),
+                "lr_decreases": (0, 100), "stats_limit": (1, 10**9), "seed": (0, MAX_SEED),
+                "save_every_steps": (0, 10**12)}
+        for name, (lo, hi) in ints.items():
+            object.__setattr__(self, name, check_int(name, getattr(self, name), lo, hi))
+        for name in ("micro_batch", "val_batch"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(name, getattr(self, name), 1,
+                                                         MAX_BATCH))
         if self.micro_batch is not None and self.micro_batch > self.batch:
-            raise ConfigError(f"micro_batch {self.micro_batch} > batch {self.batch}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
-        if self.init not in INIT_SCHEMES:
-            raise ConfigError(f"init must be one of {INIT_SCHEMES}, got {self.init!r}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.val_method not in VAL_METHODS:
-            raise ConfigError(f"val_method must be one of {VAL_METHODS}, "
-                              f"got {self.val_method!r}")
-        if self.val_scale is not None and self.val_scale < self.crop:
-            raise ConfigError(f"val_scale Q={self.val_scale} is smaller than the crop")
+            raise ConfigError(f"micro_batch (--micro-batch) {self.micro_batch} > batch "
+                              f"{self.batch}")
+        floats = {"lr": (0.0, 10.0, True), "momentum": (0.0, 1.0, False),
+                  "weight_decay": (0.0, 1.0, False), "lr_factor": (0.0, 1.0, True),
+                  "plateau_threshold": (0.0, 1.0, False), "colour_std": (0.0, 10.0, False),
+                  "init_std": (0.0, 10.0, True), "save_every_minutes": (0.0, 1e7, True)}
+        for name, (lo, hi, lo_open) in floats.items():
+            hi_open = name in ("momentum", "lr_factor")
+            object.__setattr__(self, name, check_float(name, getattr(self, name), lo, hi,
+                                                       lo_open=lo_open, hi_open=hi_open))
+        warmup = check_float("warmup", self.warmup, 0.0, float(self.epochs))
+        object.__setattr__(self, "warmup", warmup)
+        for name in ("decay_biases", "flip", "overwrite", "channels_last", "compile",
+                     "deterministic", "tensorboard", "plot", "progress"):
+            check_bool(name, getattr(self, name))
+        check_choice("head", self.head, HEADS)
+        check_choice("tune", self.tune, TUNE)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("init", self.init, INIT_SCHEMES)
+        check_choice("amp", self.amp, AMP_MODES)
+        check_choice("val_method", self.val_method, VAL_METHODS)
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu", "cuda", "mps")
+                or self.device.startswith("cuda:")):
+            raise ConfigError(f"device (--device) must be auto, cpu, cuda, cuda:N or mps, "
+                              f"got {self.device!r}")
+        object.__setattr__(self, "workers", check_workers(self.workers))
+        for name in ("data", "out", "boxes", "init_from", "finetune_from", "resume", "stats"):
+            check_str(name, getattr(self, name), allow_none=name != "out")
+        if self.val_scale is not None:
+            object.__setattr__(self, "val_scale", check_int("val_scale", self.val_scale,
+                                                            self.crop, MAX_SIDE))
         if self.init_from and self.finetune_from:
             raise ConfigError("give --init-from or --finetune-from, not both")
+        if self.head != "classes" and self.init_from:
+            raise ConfigError("a localisation net starts from a classification checkpoint "
+                              "(--from / finetune_from), not --init-from")
+        if self.head == "classes" and self.tune != "all":
+            raise ConfigError("tune (--tune) fc applies to localisation nets only")
         if self.resume is None and self.data is None:
             raise ConfigError("no training data: give --data DIR (or --resume RUN)")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.stats_limit < 1 or self.save_every_steps < 0:
-            raise ConfigError("stats_limit must be >= 1 and save_every_steps >= 0")
 
     @property
     def s_min(self) -> int:
@@ -132,6 +162,14 @@ class TrainConfig:
     def test_scale(self) -> int:
         """Q for validation: the training S, or the middle of the jitter range."""
         return self.val_scale or (self.s_min + self.s_max) // 2
+
+    @property
+    def is_localisation(self) -> bool:
+        return self.head != "classes"
+
+    def net_config(self, num_classes: int) -> VGGConfig:
+        """The :class:`VGGConfig` of the net this run trains."""
+        return VGGConfig(**self.shape_dict(), num_classes=num_classes, head=self.head)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -197,6 +235,47 @@ def resolve(file_values: dict[str, Any] | None = None,
         return TrainConfig(**merged)
     except TypeError as e:
         raise ConfigError(f"bad config value: {e}") from None
+
+
+# Settings a resumed run may change: they do not alter the arithmetic of training.
+RESUME_OVERRIDABLE = ("data", "epochs", "device", "workers", "save_every_minutes",
+                      "save_every_steps", "progress", "compile", "tensorboard", "plot")
+
+
+def resume_config(run: str | os.PathLike[str], given: dict[str, Any] | None = None
+                  ) -> TrainConfig:
+    """The configuration that continues the run in folder ``run``: its saved
+    ``config.yaml``, changed by exactly the settings in ``given`` (what the user typed).
+
+    A given setting in ``RESUME_OVERRIDABLE`` (``epochs`` to extend a run, ``data`` when
+    the dataset moved, ...) replaces the saved value. Any other given setting must equal
+    the saved value (typing the run's own ``--lr`` again is fine); a different value is a
+    ``ConfigError`` naming it: the recipe of a run cannot change half-way. The decision
+    depends only on what was given, never on whether a value equals a built-in default.
+    """
+    from ..errors import CheckpointError
+
+    run = Path(run)
+    saved_path = run / "config.yaml"
+    if not run.is_dir():
+        raise CheckpointError(f"--resume: no run folder {run}")
+    if not saved_path.is_file():
+        raise CheckpointError(f"--resume: {run} has no config.yaml (not a vgg train run)")
+    saved = load_yaml(saved_path)
+    saved_cfg = resolve(saved)
+    given = {k: v for k, v in (given or {}).items() if k not in ("resume", "out")}
+    probe = resolve(saved, given)  # checks the given values by the usual rules
+    changed = sorted(k for k in given if k not in RESUME_OVERRIDABLE
+                     and getattr(probe, k) != getattr(saved_cfg, k))
+    if changed:
+        detail = ", ".join(f"{k} {getattr(saved_cfg, k)!r} -> {getattr(probe, k)!r}"
+                           for k in changed)
+        raise ConfigError(
+            f"--resume {run} continues the run with its own settings ({saved_path}); "
+            f"cannot change {detail}. Only {', '.join(RESUME_OVERRIDABLE)} may change; "
+            f"start a new run (e.g. --finetune-from {run / 'last.pt'}) to change the others")
+    merged = {**saved, **given, "resume": str(run), "out": str(run), "overwrite": False}
+    return resolve(merged)
 
 
 def save_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:

@@ -1,7 +1,7 @@
 """DistributedDataParallel plumbing for ``torchrun``: one process per device, NCCL on
 GPUs, gloo on CPUs. The global batch is split across processes and DDP averages the
-gradients, so the update equals one process with the whole batch (Sect. 3.1: "the
-result is exactly that of one device"). Only rank 0 logs and writes."""
+gradients, so the update equals one process with the whole batch (Sect. 3.3: "the result
+is exactly the same as when training on a single GPU"). Only rank 0 logs and writes."""
 
 from __future__ import annotations
 

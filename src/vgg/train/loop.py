@@ -1,12 +1,14 @@
-"""The training loop of Sect. 3.1: SGD with momentum on cross-entropy, the global batch
-reached by gradient accumulation and/or DistributedDataParallel, validation each epoch
-driving the plateau schedule, and checkpoints that let a killed run continue to the
-same weights.
+"""The training loop of Sect. 3.1: SGD with momentum, the global batch reached by gradient
+accumulation and/or DistributedDataParallel, validation each epoch (by the evaluator of
+Sect. 3.2) driving the learning-rate schedule, and checkpoints that let a killed run
+continue to the same weights. What is learnt (classification, or box regression for
+localisation) is a :class:`vgg.train.task.Task`; the loop is the same.
 
 Exactness of resume: the augmentation of an image depends only on (seed, epoch, index)
-(``vgg.data.loaders``), the sampler's order only on (seed, epoch), and torch's RNG (dropout)
-is re-seeded from (seed, rank, epoch, step) before every optimizer step. A run restarted
-from any checkpoint therefore replays exactly the steps it had not saved.
+(``vgg.data.loaders``), the sampler's order only on (seed, epoch), the learning rate only
+on (global step, schedule state), and torch's RNG (dropout) is re-seeded from (seed,
+rank, epoch, step) before every optimizer step. A run restarted from any checkpoint
+therefore replays exactly the steps it had not saved.
 """
 
 from __future__ import annotations
@@ -24,28 +26,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint, load_model
+from ..checkpoint import (Checkpoint, load_checkpoint, nonfinite_keys,
+                          remove_orphan_temporaries)
+from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError, VggError
 from ..model import VGG, build, init_from
 from ..preprocess import Preprocess
+from ..progress import Progress
 from . import distributed as D
-from .checkpoint import (BEST, LAST, Position, check_writable, estimate_checkpoint_bytes,
-                         load_run_state, save_best, save_run_state, set_rng_state)
-from .config import FIELDS, TrainConfig, load_yaml, resolve, save_yaml
-from .schedule import PlateauSchedule
+from .checkpoint import (BEST, LAST, Position, RunLock, check_writable,
+                         estimate_checkpoint_bytes, load_run_state, save_best, save_run_state,
+                         set_rng_state)
+from .config import FIELDS, RESUME_OVERRIDABLE, TrainConfig, load_yaml, resolve, save_yaml
+from .schedule import LrSchedule
+from .task import Task, error_sums, task_for
 
 log = logging.getLogger(__name__)
 
-# Settings a resumed run may change: they do not alter the arithmetic of training.
-RESUME_OVERRIDABLE = ("data", "epochs", "device", "workers", "save_every_minutes",
-                      "save_every_steps", "progress", "compile", "tensorboard", "plot")
-
 
 class TrainingDiverged(VggError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -54,34 +56,16 @@ class TrainResult:
     best_path: Path | None
     last_path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_top1_err: float | None = None
+    best_top1_err: float | None = None  # the best value of the task's validation error
     stopped: str = "epochs"  # "epochs" | "schedule" | "interrupted"
 
     @property
     def interrupted(self) -> bool:
         return self.stopped == "interrupted"
 
-
-def _loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum (not mean) of the per-image cross-entropy: the caller divides by the global
-    batch, so accumulation and data parallelism give the same gradient."""
-    return F.cross_entropy(logits.float(), labels, reduction="sum")
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: MPS is not available on this machine")
-    return torch.device(name)
+    @property
+    def best_err(self) -> float | None:
+        return self.best_top1_err
 
 
 def step_seed(seed: int, rank: int, epoch: int, step: int) -> int:
@@ -94,7 +78,7 @@ def param_groups(model: nn.Module, weight_decay: float,
                  decay_biases: bool) -> list[dict[str, Any]]:
     """Weight decay on conv/FC weights; biases and BN affine parameters are decayed only
     with ``decay_biases`` (Caffe's global decay hits everything; MatConvNet's and most
-    Caffe VGG ports set decay 0 on biases)."""
+    Caffe VGG ports set decay 0 on biases). Frozen parameters are left out."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -106,32 +90,21 @@ def param_groups(model: nn.Module, weight_decay: float,
     return groups
 
 
-def resolve_resume(cfg: TrainConfig) -> TrainConfig:
-    """The configuration of the run in ``cfg.resume``, with the few settings that may
-    change on resume taken from ``cfg`` where they differ from the defaults."""
+def check_resume(cfg: TrainConfig) -> None:
+    """A config that resumes ``cfg.resume`` must carry that run's recipe: build it with
+    :func:`vgg.train.config.resume_config` (what ``vgg train --resume`` and
+    :func:`vgg.train.resume` do); any other difference is refused, naming it."""
     run = Path(cfg.resume)  # type: ignore[arg-type]
     saved_path = run / "config.yaml"
     if not saved_path.is_file():
         raise CheckpointError(f"--resume: {run} has no config.yaml (not a vgg train run)")
-    saved = load_yaml(saved_path)
-    saved_cfg = resolve(saved)
-    defaults = TrainConfig(data="-")
-    for name in RESUME_OVERRIDABLE:
-        value = getattr(cfg, name)
-        if value != getattr(defaults, name) and not (name == "data" and value is None):
-            saved[name] = value
-    changed = [n for n in FIELDS - set(RESUME_OVERRIDABLE) - {"resume", "out"}
-               if getattr(cfg, n) != getattr(defaults, n)
-               and getattr(cfg, n) != getattr(saved_cfg, n)]
+    saved = resolve(load_yaml(saved_path))
+    skip = set(RESUME_OVERRIDABLE) | {"resume", "out", "overwrite"}
+    changed = sorted(n for n in FIELDS - skip if getattr(cfg, n) != getattr(saved, n))
     if changed:
-        raise ConfigError(
-            f"--resume {run} continues the run with its own settings ({saved_path}); "
-            f"cannot change {', '.join(sorted(changed))}. Only "
-            f"{', '.join(RESUME_OVERRIDABLE)} may change; start a new run (e.g. "
-            f"--finetune-from {run / LAST}) to change the others")
-    saved["resume"] = str(run)
-    saved["out"] = str(run)
-    return resolve(saved)
+        raise ConfigError(f"resuming {run} with settings that differ from its config.yaml: "
+                          f"{', '.join(changed)}; use vgg.train.resume({str(run)!r}, ...) "
+                          f"(only {', '.join(RESUME_OVERRIDABLE)} may change)")
 
 
 class _StopFlag:
@@ -196,9 +169,13 @@ class _Writers:
 
 
 def _micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
+    """Slices of every per-image tensor of ``batch`` (images, labels, alphas, boxes...)."""
     n = len(batch["labels"])
+    keys = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() >= 1
+            and v.shape[0] == n]
     for i in range(0, max(n, 1), size):
-        yield {k: batch[k][i:i + size] for k in ("images", "labels", "alphas") if k in batch}
+        yield {k: batch[k][i:i + size] for k in keys}
+
 
 
 class Trainer:
@@ -206,11 +183,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, progress: bool,
                  callback: Callable[[dict[str, Any]], None] | None) -> None:
-        from ..data.folders import index_split
-
         if cfg.resume is not None:
-            cfg = resolve_resume(cfg)
+            check_resume(cfg)
         self.cfg = cfg
+        self.task: Task = task_for(cfg)
         self.progress = progress and cfg.progress
         self.callback = callback
         self.run_dir = Path(cfg.out)
@@ -218,9 +194,52 @@ class Trainer:
         self.dist = D.init_distributed(device_type)
         self.device = pick_device(cfg.device, self.dist.local_rank)
         self.main = self.dist.is_main
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        if self.amp_dtype is not None and self.device.type != "cuda":
+        if cfg.amp != "none" and self.device.type != "cuda":
             raise ConfigError(f"--amp {cfg.amp} needs a CUDA device (got {self.device})")
+        self.lock: RunLock | None = None
+        self._made_dir = False
+        from ..data.loaders import BadImages
+
+        self.bad_images = BadImages()  # each unreadable file named once per run
+        try:
+            if self.main:
+                self._claim_run_folder()
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _claim_run_folder(self) -> None:
+        """One run per folder (a lock naming its holder); a new run never silently
+        replaces the results of an earlier one; a resumed run first clears the temporary
+        files that a kill during a checkpoint write left behind."""
+        cfg = self.cfg
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"output folder {self.run_dir} is not writable: it is a file")
+        self._made_dir = not self.run_dir.exists()
+        try:
+            self.lock = RunLock(self.run_dir).acquire()
+        except OSError as e:
+            raise ConfigError(f"output folder {self.run_dir} is not writable: "
+                              f"{e.strerror or e}") from None
+        if cfg.resume is None:
+            done = [n for n in (LAST, BEST, "metrics.jsonl") if (self.run_dir / n).exists()]
+            if done and not cfg.overwrite:
+                raise ConfigError(f"{self.run_dir} already holds a run ({', '.join(done)}); "
+                                  f"continue it with --resume {self.run_dir}, choose another "
+                                  f"--out, or pass --overwrite to replace it")
+            if done:
+                log.warning("--overwrite: starting a new run in %s; its earlier %s will be "
+                            "replaced", self.run_dir, ", ".join(done))
+        else:
+            for p in remove_orphan_temporaries(self.run_dir):
+                log.info("removed %s, left by a run killed while writing a checkpoint", p)
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         if cfg.batch % self.dist.world_size:
             raise ConfigError(f"--batch {cfg.batch} is not divisible by the "
                               f"{self.dist.world_size} processes")
@@ -234,18 +253,21 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         # data
-        self.train_index = index_split(cfg.data, "train")  # type: ignore[arg-type]
-        self.val_index = index_split(cfg.data, "val", classes=list(self.train_index.classes))
+        self.train_index, self.val_index = self.task.indexes()
         self.classes = list(self.train_index.classes)
 
-        # checkpoint to resume / fine-tune from, colour statistics, model
+        # checkpoint to resume / start from, colour statistics, model, preprocessing
         self.resume_ckpt, self.resume_state = (load_run_state(cfg.resume)
                                                if cfg.resume else (None, None))
+        self.source: Checkpoint | None = None
+        if cfg.finetune_from or cfg.init_from:
+            self.source = load_checkpoint(cfg.finetune_from or cfg.init_from)
         self.model = self._build_model()
         if self.main:  # before the (possibly long) statistics pass
             check_writable(self.run_dir, estimate_checkpoint_bytes(self.model))
         self.stats = self._colour_stats()
-        self.model.preprocess = Preprocess.paper(self.stats.mean_rgb)
+        if self.resume_ckpt is None:
+            self.model.preprocess = self._preprocess()
         self.model.to(self.device)
         if self.device.type == "cuda" and cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -253,9 +275,12 @@ class Trainer:
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay,
                                                       cfg.decay_biases),
                                          lr=cfg.lr, momentum=cfg.momentum)
-        self.schedule = PlateauSchedule(lr=cfg.lr, factor=cfg.lr_factor, patience=cfg.patience,
-                                        threshold=cfg.plateau_threshold,
-                                        max_decreases=cfg.lr_decreases)
+        n_rank = math.ceil(len(self.train_index) / self.dist.world_size)
+        self.steps_per_epoch = max(1, math.ceil(n_rank / self.rank_batch))
+        self.schedule = LrSchedule.make(
+            cfg.schedule, cfg.lr, cfg.lr_factor, cfg.patience, cfg.plateau_threshold,
+            cfg.lr_decreases, total_steps=cfg.epochs * self.steps_per_epoch,
+            warmup_steps=round(cfg.warmup * self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
         self.position = Position()
         self.history: list[dict[str, Any]] = []
@@ -282,8 +307,6 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
 
-    # -- set-up -----------------------------------------------------------------------
-
     def _colour_stats(self) -> Any:
         from ..data.stats import compute_stats
         from ..data.transforms import ColourStats
@@ -291,49 +314,91 @@ class Trainer:
         cfg = self.cfg
         if cfg.stats is not None:
             return ColourStats.load(cfg.stats)
-        for ck in (self.resume_ckpt,
-                   load_checkpoint(cfg.finetune_from) if cfg.finetune_from else None):
+        for ck in (self.resume_ckpt, self.source):
             if ck is not None and ck.meta.get("stats"):
-                return ColourStats.from_dict(ck.meta["stats"])
+                try:
+                    return ColourStats.from_dict(ck.meta["stats"])
+                except (KeyError, TypeError, ValueError):
+                    log.warning("%s carries unreadable colour statistics; recomputing",
+                                ck.path)
         log.info("computing colour statistics over %d training images (--stats-limit)",
                  min(cfg.stats_limit, len(self.train_index)))
         return compute_stats(self.train_index, limit=cfg.stats_limit, seed=cfg.seed,
-                             progress=self.progress and self.main)
+                             progress=self.progress and self.main,
+                             bad_images=self.bad_images)
+
+    def _preprocess(self) -> Preprocess:
+        """Sect. 2.1: subtract this training set's mean RGB, unless the net starts from a
+        checkpoint trained on other inputs (torchvision's mean/std, Caffe's BGR): its
+        first layer then keeps seeing the inputs it was trained on."""
+        paper = Preprocess.paper(self.stats.mean_rgb)
+        src = self.source
+        if src is None:
+            return paper
+        p = src.preprocess
+        flag = "--finetune-from" if self.cfg.finetune_from else "--init-from"
+        if p.std != (1.0, 1.0, 1.0) or p.channel_order != "RGB":
+            log.info("%s %s: its first layer was trained on %s inputs (mean %s, std %s); "
+                     "keeping that preprocessing instead of the paper's mean subtraction",
+                     flag, src.path, p.channel_order,
+                     "/".join(f"{v:.1f}" for v in p.mean), "/".join(f"{v:.1f}" for v in p.std))
+            return p
+        if self.cfg.finetune_from:
+            log.info("%s %s: keeping its mean RGB %s", flag, src.path,
+                     "/".join(f"{v:.1f}" for v in p.mean))
+            return p
+        return paper
 
     def _build_model(self) -> VGG:
         cfg = self.cfg
+        want = cfg.net_config(len(self.classes))
         if self.resume_ckpt is not None:
-            model = self.resume_ckpt.build_model()
+            ck = self.resume_ckpt
+            if ck.config != want:
+                raise CheckpointError(f"{ck.path} holds a {ck.config.name} net "
+                                      f"({ck.config.to_dict()}) but {cfg.resume}/config.yaml "
+                                      f"describes {want.to_dict()}: the run folder was mixed "
+                                      f"up; resume from a matching run")
+            model = ck.build_model()
             if model.classes != self.classes:
                 raise CheckpointError(f"the classes of {cfg.data} differ from those of the "
                                       f"run being resumed ({cfg.resume})")
+            self.task.prepare(model, from_checkpoint=True)
             return model
         gen = torch.Generator().manual_seed(cfg.seed)
         model = build(cfg.arch, batch_norm=cfg.batch_norm, num_classes=len(self.classes),
                       width=cfg.width, fc_width=cfg.fc_width, crop=cfg.crop,
                       dropout=cfg.dropout, init=cfg.init, init_std=cfg.init_std,
-                      classes=self.classes, generator=gen)
+                      classes=self.classes, generator=gen, head=cfg.head)
         if cfg.init_from:
-            copied = init_from(model, load_model(cfg.init_from))
+            copied = init_from(model, self.source.build_model())  # type: ignore[union-attr]
             log.info("initialised %s from %s", ", ".join(copied), cfg.init_from)
         if cfg.finetune_from:
-            self._load_finetune(model, cfg.finetune_from)
+            self._load_finetune(model, self.source)  # type: ignore[arg-type]
+        names = self.train_index.display_names()
+        if self.source is not None and self.source.classes == self.classes \
+                and self.source.class_names:
+            names = self.source.class_names
+        model.set_class_names(names)
+        self.task.prepare(model, from_checkpoint=bool(cfg.finetune_from))
         return model
 
-    def _load_finetune(self, model: VGG, path: str) -> None:
-        """All weights from ``path``; only FC8 may differ (another class count), and is then
-        left at its fresh initialisation."""
-        ck = load_checkpoint(path)
+    def _load_finetune(self, model: VGG, ck: Checkpoint) -> None:
+        """All weights of ``ck``, except FC8 when it cannot mean the same thing here
+        (another class count or class order, or a box head replacing class scores):
+        FC8 then keeps its fresh initialisation."""
+        path = ck.path
         own = model.state_dict()
-        skipped = []
-        state = {}
+        same_last = (ck.config.head == model.config.head and ck.classes == model.classes
+                     and ck.config.out_features == model.config.out_features)
+        state, skipped = {}, []
         for k, v in ck.state_dict.items():
             if k not in own:
                 raise CheckpointError(f"{path}: layer {k} does not exist in {model.config.name}")
+            if k.startswith("classifier.6.") and not same_last:
+                skipped.append(k)
+                continue
             if own[k].shape != v.shape:
-                if k.startswith("classifier.6."):
-                    skipped.append(k)
-                    continue
                 raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, the net being "
                                       f"trained needs {tuple(own[k].shape)} (same --arch, "
                                       f"--width, --fc-width and --crop are required)")
@@ -342,64 +407,107 @@ class Trainer:
         if missing:
             raise CheckpointError(f"{path} lacks {sorted(missing)[:4]} of {model.config.name}")
         model.load_state_dict(state, strict=False)
-        log.info("fine-tuning from %s%s", path,
-                 f" (new FC8 for {len(self.classes)} classes)" if skipped else "")
+        if skipped:
+            what = ("a box regressor" if not model.config.is_classifier
+                    else f"{len(self.classes)} classes")
+            log.info("fine-tuning from %s (every layer but the last, which starts random "
+                     "for %s)", path, what)
+        else:
+            log.info("fine-tuning from %s (all layers)", path)
 
     def _restore(self, ts: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(ts["optimizer"])
-        self.schedule.load_state_dict(ts["schedule"])
-        self.position = Position(ts["epoch"], ts["step"], ts["global_step"])
-        self.history = list(ts.get("history") or [])
-        self.epoch_acc = dict(ts.get("epoch_acc") or {})
-        errs = [h["val_top1_err"] for h in self.history if h.get("val_top1_err") is not None]
+        try:
+            self.optimizer.load_state_dict(ts["optimizer"])
+            self.schedule.load_state_dict(ts["schedule"])
+            self.position = Position(ts["epoch"], ts["step"], ts["global_step"])
+            self.history = list(ts.get("history") or [])
+            self.epoch_acc = dict(ts.get("epoch_acc") or {})
+            if ts.get("scaler"):
+                self.scaler.load_state_dict(ts["scaler"])
+            set_rng_state(ts["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{self.cfg.resume}/{LAST}: its training state does not fit "
+                                  f"this run ({type(e).__name__}: {str(e)[:120]})") from None
+        primary = self.task.primary
+        errs = [h[primary] for h in self.history if h.get(primary) is not None]
         self.best_err = min(errs) if errs else None
-        if ts.get("scaler"):
-            self.scaler.load_state_dict(ts["scaler"])
-        set_rng_state(ts["rng"])
         log.info("resuming %s at epoch %d, step %d", self.run_dir, self.position.epoch + 1,
                  self.position.step)
+
+    # -- shared services for the task ---------------------------------------------------
+
+    def note_bad(self, path: str, reason: str) -> None:
+        """Warn about an unreadable image once per run (stats pass, epochs, validation)."""
+        self.bad_images.note(path, reason)
+
+    def sum_over_ranks(self, sums: torch.Tensor, names: list[str]) -> dict[str, float]:
+        """Sum counts over the processes, then turn them into errors and means."""
+        t = sums.to(self.device) if self.dist.enabled else sums
+        D.all_reduce_sum(t, self.dist)
+        return error_sums(names, t.cpu().tolist())
 
     # -- checkpoints ------------------------------------------------------------------
 
     def _meta(self, val_err: float | None) -> dict[str, Any]:
-        return {"train_scale": list(self.cfg.scale), "stats": self.stats.to_dict(),
+        meta = {"train_scale": list(self.cfg.scale), "stats": self.stats.to_dict(),
                 "epoch": self.position.epoch, "global_step": self.position.global_step,
-                "val_top1_err": val_err, "dataset": str(self.cfg.data),
-                "test_scale": self.cfg.test_scale, "run": str(self.run_dir)}
+                "val_top1_err" if self.task.primary == "val_top1_err" else self.task.primary:
+                    val_err,
+                "dataset": str(self.cfg.data), "test_scale": self.cfg.test_scale,
+                "run": str(self.run_dir)}
+        return meta | self.task.meta(self)
+
+    def _check_weights(self) -> None:
+        """Never write a checkpoint called good that holds NaN or inf weights."""
+        bad = nonfinite_keys(self.model.state_dict())
+        if bad:
+            raise TrainingDiverged(
+                f"the weights became non-finite ({', '.join(bad[:3])}) by epoch "
+                f"{self.position.epoch + 1}, step {self.position.step} (global step "
+                f"{self.position.global_step}); not saved: {self.run_dir / LAST} keeps the "
+                f"last good state. Check --lr (now {self._lr:g}), --weight-decay and "
+                f"--momentum")
 
     def save_last(self) -> None:
         if not self.main:
             return
-        last_err = self.history[-1]["val_top1_err"] if self.history else None
-        sched = self.schedule.state_dict()
+        self._check_weights()
+        last_err = self.history[-1][self.task.primary] if self.history else None
         save_run_state(self.run_dir, self.model, meta=self._meta(last_err),
-                       optimizer=self.optimizer, schedule=sched, position=self.position,
-                       history=self.history, scaler=self.scaler,
+                       optimizer=self.optimizer, schedule=self.schedule.state_dict(),
+                       position=self.position, history=self.history, scaler=self.scaler,
                        extra={"epoch_acc": dict(self.epoch_acc)})
 
     # -- the loop ---------------------------------------------------------------------
 
+    @property
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
     def _set_lr(self) -> None:
+        lr = self.schedule.lr_at(self.position.global_step)
         for g in self.optimizer.param_groups:
-            g["lr"] = self.schedule.lr
+            g["lr"] = lr
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, batch: dict[str, Any]) -> tuple[float, float, float]:
+    def _train_step(self, batch: dict[str, Any]
+                    ) -> tuple[float, float, float, float, float]:
         """One SGD update on this rank's share of the global batch. Returns the global
-        (loss sum, correct top-1, images) of the batch."""
+        (loss sum, images counted right, images counted, images, unreadable images) of
+        the batch (for localisation a crop that shows no object is not counted)."""
         n_local = len(batch["labels"])
-        count = torch.tensor([float(n_local)], dtype=torch.float64)
+        count = torch.tensor([float(n_local), float(batch["n_bad"])], dtype=torch.float64)
         if self.dist.enabled:
             c = count.to(self.device)
             D.all_reduce_sum(c, self.dist)
             count = c.cpu()
-        n_global = float(count.item())
+        n_global, bad_global = (float(v) for v in count)
         if n_global == 0:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0, bad_global
         # DDP averages gradients over ranks, so scale by world_size / global images:
         # the result is the mean over the global batch, however it is split.
         scale = self.dist.world_size / n_global
@@ -407,48 +515,39 @@ class Trainer:
         if n_local == 0:  # every image of this rank's share was unreadable
             batch = {"images": torch.zeros(0, 3, crop, crop, dtype=torch.uint8),
                      "labels": torch.zeros(0, dtype=torch.int64)}
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
+        stats = torch.zeros(3, device=self.device)  # loss, right, counted
         micros = list(_micro_batches(batch, self.micro))
         for i, mb in enumerate(micros):
-            images = mb["images"].to(self.device, non_blocking=True)
-            labels = mb["labels"].to(self.device, non_blocking=True)
-            alphas = mb.get("alphas")
-            if alphas is not None:  # drawn with std colour_std by TrainTransform
-                alphas = alphas.to(self.device, non_blocking=True)
-            x = self.augment(images, alphas)
+            mb = {k: v.to(self.device, non_blocking=True) for k, v in mb.items()}
+            x = self.augment(mb["images"], mb.get("alphas"))
             sync = (contextlib.nullcontext() if i == len(micros) - 1 or not self.dist.enabled
                     else self.net.no_sync())  # type: ignore[operator]
             with sync:
                 with self._autocast():
-                    logits = self.net(x)
-                loss = _loss_fn(logits, labels)
+                    out = self.net(x)
+                loss, right, counted = self.task.loss(out, mb)
                 self.scaler.scale(loss * scale).backward()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == labels).sum()
-        stats = torch.stack([loss_sum, correct.float()])
+            stats += torch.stack([loss.detach().float(), right.float(), counted.float()])
         D.all_reduce_sum(stats, self.dist)
-        loss_total, correct_total = (float(v) for v in stats.cpu())
+        loss_total, right_total, counted_total = (float(v) for v in stats.cpu())
         if not math.isfinite(loss_total):
             raise TrainingDiverged(
                 f"the loss became {loss_total} at epoch {self.position.epoch + 1}, step "
                 f"{self.position.step + 1} (global step {self.position.global_step + 1}); "
                 f"stopped without saving it: {self.run_dir / LAST} keeps the last good state. "
-                f"Try a lower --lr (now {self.schedule.lr:g}) or --init glorot")
+                f"Try a lower --lr (now {self._lr:g}) or --init glorot")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_total, correct_total, n_global
+        return loss_total, right_total, counted_total, n_global, bad_global
 
     def _epoch_loader(self, epoch: int, start: int) -> Any:
         from ..data.loaders import ImageDataset, make_loader
-        from ..data.transforms import TrainTransform
 
         if not hasattr(self, "_train_loader"):
             cfg = self.cfg
-            scale = cfg.scale[0] if cfg.s_min == cfg.s_max else tuple(cfg.scale)
-            ds = ImageDataset(self.train_index, TrainTransform(
-                cfg.crop, scale, flip=cfg.flip, colour_std=cfg.colour_std), seed=cfg.seed)
+            ds = ImageDataset(self.train_index, self.task.transform(self.train_index),
+                              seed=cfg.seed)
             self._train_loader = make_loader(ds, self.rank_batch, shuffle=True, seed=cfg.seed,
                                              epoch=epoch, workers=cfg.workers, start=start,
                                              distributed=self.dist.enabled)
@@ -457,70 +556,24 @@ class Trainer:
 
     def close(self) -> None:
         """Stop the persistent loader processes now rather than whenever the trainer is
-        garbage-collected (at interpreter exit that can be a KeyboardInterrupt traceback)."""
+        garbage-collected (at interpreter exit that can be a KeyboardInterrupt traceback),
+        and give the run folder back."""
         loader = self.__dict__.pop("_train_loader", None)
         iterator = getattr(loader, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+            if self._made_dir and not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()  # a run that failed before writing anything
 
     def validate(self) -> dict[str, float]:
-        """Single-scale validation at Q = ``test_scale``: the centre crop through the FC net,
-        or the whole image through the fully-convolutional net (``dense``, Sect. 3.2,
-        class scores averaged over the map). Each rank takes every world_size-th image."""
-        from ..data.loaders import ImageDataset, make_loader
-        from ..data.transforms import CenterCropTransform, DeviceAugment, RescaleTransform
-
-        cfg = self.cfg
-        idx = list(range(self.dist.rank, len(self.val_index), self.dist.world_size))
-        if not idx:
-            idx = [0]
-        shard = self.val_index.subset(idx)
-        dense = cfg.val_method == "dense"
-        transform = (RescaleTransform(cfg.test_scale) if dense
-                     else CenterCropTransform(cfg.test_scale, cfg.crop))
-        ds = ImageDataset(shard, transform, seed=cfg.seed, check=False)
-        loader = make_loader(ds, 1 if dense else (cfg.val_batch or self.micro), shuffle=False,
-                             seed=cfg.seed, workers=cfg.workers, distributed=False,
-                             persistent_workers=False)
-        norm = DeviceAugment(self.model.preprocess, None,
-                             channels_last=self.device.type == "cuda" and cfg.channels_last)
-        net: nn.Module = self.model.to_fully_conv() if dense else self.model
-        was_training = self.model.training
-        self.model.eval()
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, c1, c5, n, bad
-        with torch.no_grad():
-            for batch in loader:
-                sums[4] += batch["n_bad"]
-                if len(batch["labels"]) == 0:
-                    continue
-                x = norm(batch["images"].to(self.device, non_blocking=True))
-                y = batch["labels"].to(self.device)
-                with self._autocast():
-                    out = net(x)
-                if dense:  # (N, K, h, w) -> average soft-max over the map
-                    prob = out.float().softmax(1).mean((2, 3))
-                    logp = prob.clamp_min(1e-12).log()
-                    loss = F.nll_loss(logp, y, reduction="sum")
-                    scores = prob
-                else:
-                    loss = F.cross_entropy(out.float(), y, reduction="sum")
-                    scores = out.float()
-                top5 = scores.topk(min(5, scores.shape[1]), 1).indices
-                sums[0] += loss.double()
-                sums[1] += (top5[:, 0] == y).sum()
-                sums[2] += (top5 == y[:, None]).any(1).sum()
-                sums[3] += len(y)
-        self.model.train(was_training)
-        D.all_reduce_sum(sums, self.dist)
-        loss, c1, c5, n, bad = sums.tolist()
-        if n == 0:
-            raise VggError(f"no readable validation image in {cfg.data}")
-        return {"val_loss": loss / n, "val_top1_err": 1 - c1 / n, "val_top5_err": 1 - c5 / n,
-                "val_images": int(n), "val_bad": int(bad)}
+        """The task's validation (classification: ``vgg.eval.evaluate`` at Q =
+        ``test_scale`` with ``val_method``), split over the processes."""
+        return self.task.validate(self)
 
     def run(self) -> TrainResult:
-        from tqdm import tqdm
-
         cfg = self.cfg
         writers = _Writers(self.run_dir, self.main, cfg.tensorboard)
         stopped = "epochs"
@@ -529,42 +582,46 @@ class Trainer:
             with _StopFlag() as stop:
                 while self.position.epoch < cfg.epochs and not self.schedule.done:
                     epoch = self.position.epoch
-                    self._set_lr()
                     loader = self._epoch_loader(epoch, self.position.step * self.rank_batch)
                     steps = self.position.step + len(loader)
                     acc = self.epoch_acc or {"loss": 0.0, "correct": 0.0, "n": 0.0, "bad": 0.0,
-                                             "time": 0.0}
-                    self.model.train()
-                    bar = tqdm(total=steps, initial=self.position.step,
-                               disable=not (self.progress and self.main),
-                               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                               dynamic_ncols=True, leave=False)
+                                             "time": 0.0, "images": 0.0}
+                    acc.setdefault("images", acc["n"])
+                    self.task.train_mode(self.model)
+                    bar = Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", "step",
+                                   enabled=self.progress and self.main,
+                                   initial=self.position.step)
                     t_epoch = time.perf_counter()
                     t_last = time.perf_counter()
                     interrupted = False
                     for batch in loader:
                         torch.manual_seed(step_seed(cfg.seed, self.dist.rank, epoch,
                                                     self.position.step))
-                        bad = torch.tensor([float(batch["n_bad"])])
-                        loss, correct, n = self._train_step(batch)
+                        self._set_lr()
+                        self.bad_images.report(batch)
+                        t_step = time.perf_counter()
+                        loss, correct, n, n_img, n_bad = self._train_step(batch)
                         self.position.step += 1
                         self.position.global_step += 1
                         acc["loss"] += loss
                         acc["correct"] += correct
                         acc["n"] += n
-                        acc["bad"] += float(bad.item())
+                        acc["images"] += n_img
+                        acc["bad"] += n_bad
                         self.epoch_acc = acc
                         now = time.perf_counter()
                         if n:
                             bar.set_postfix(loss=f"{loss / n:.3f}",
-                                            top1_err=f"{1 - correct / n:.3f}",
-                                            img_s=f"{n / max(now - t_last, 1e-9):.0f}",
-                                            lr=f"{self.schedule.lr:.0e}")
+                                            err=f"{1 - correct / n:.3f}",
+                                            img_s=f"{n_img / max(now - t_last, 1e-9):.0f}",
+                                            step_s=f"{now - t_step:.2f}",
+                                            lr=f"{self._lr:.1e}")
                         t_last = now
                         bar.update(1)
                         if self.main and self.position.global_step % 10 == 0:
                             writers.scalar("train/loss", loss / max(n, 1),
                                            self.position.global_step)
+                            writers.scalar("train/lr", self._lr, self.position.global_step)
                         due = ((cfg.save_every_steps
                                 and self.position.global_step % cfg.save_every_steps == 0)
                                or time.monotonic() - last_save > cfg.save_every_minutes * 60)
@@ -599,7 +656,8 @@ class Trainer:
         if self.main and cfg.plot and self.history and stopped != "interrupted":
             try:
                 from .plots import plot_curves
-                plot_curves(self.history, self.run_dir / "curves.png")
+                plot_curves(self.history, self.run_dir / "curves.png",
+                            train_err=self.task.train_error, val_err=self.task.primary)
             except Exception as e:  # a plot must never lose a finished run
                 log.warning("could not write the training curves: %s", e)
         best = self.run_dir / BEST
@@ -609,41 +667,49 @@ class Trainer:
 
     def _end_epoch(self, acc: dict[str, float], writers: _Writers) -> dict[str, Any]:
         epoch = self.position.epoch
-        lr = self.schedule.lr
+        lr = self._lr
+        self._check_weights()  # every rank holds the same weights: all stop together
         val = self.validate()
-        action = self.schedule.step(val["val_top1_err"])
+        err = val[self.task.primary]
+        action = self.schedule.epoch_end(err)
         n = max(acc["n"], 1.0)
         rec: dict[str, Any] = {
             "epoch": epoch + 1, "lr": lr, "train_loss": acc["loss"] / n,
-            "train_top1_err": 1 - acc["correct"] / n, "train_images": int(acc["n"]),
+            self.task.train_error: 1 - acc["correct"] / n,
+            "train_images": int(acc.get("images", acc["n"])),
             "train_bad": int(acc["bad"]), **val, "schedule": action,
-            "time_s": round(acc["time"], 3), "img_per_s": acc["n"] / max(acc["time"], 1e-9),
+            "time_s": round(acc["time"], 3),
+            "img_per_s": acc.get("images", acc["n"]) / max(acc["time"], 1e-9),
             "global_step": self.position.global_step}
-        self.history.append(rec)
-        improved = self.best_err is None or val["val_top1_err"] < self.best_err
-        if improved:
-            self.best_err = val["val_top1_err"]
+        improved = self.best_err is None or err < self.best_err
         self.position = Position(epoch + 1, 0, self.position.global_step)
         self.epoch_acc = {}
         if self.main:
             if improved:
-                save_best(self.run_dir, self.model, self._meta(val["val_top1_err"]))
+                save_best(self.run_dir, self.model, self._meta(err))
+            self.history.append(rec)
             self.save_last()
             writers.record(rec, self.history)
-            log.info("epoch %d/%d  lr %.0e  train loss %.4f top-1 err %.4f  val loss %.4f "
-                     "top-1 err %.4f top-5 err %.4f  %.0f img/s  %d bad images skipped%s",
-                     epoch + 1, self.cfg.epochs, lr, rec["train_loss"], rec["train_top1_err"],
-                     val["val_loss"], val["val_top1_err"], val["val_top5_err"],
-                     rec["img_per_s"], rec["train_bad"] + val["val_bad"],
-                     {"decrease": f"; lr -> {self.schedule.lr:.0e}",
+            log.info("epoch %d/%d  lr %.1e  train loss %.4f err %.4f  val %s  %.0f img/s  "
+                     "%d bad images skipped%s", epoch + 1, self.cfg.epochs, lr,
+                     rec["train_loss"], rec[self.task.train_error],
+                     "  ".join(f"{k[4:]} {v:.4f}" for k, v in val.items()
+                               if isinstance(v, float)),
+                     rec["img_per_s"], len(self.bad_images),
+                     {"decrease": f"; lr -> {self.schedule.plateau.lr:.0e}",
                       "stop": "; plateau after the last decrease: stopping"}.get(action, ""))
+        else:
+            self.history.append(rec)
+        if improved:
+            self.best_err = err
         D.barrier(self.dist)
         return rec
 
 
 def train(cfg: TrainConfig, progress: bool = True,
           callback: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train one net with the recipe of Sect. 3.1 (see :class:`TrainConfig`).
+    """Train one net with the recipe of Sect. 3.1 (see :class:`TrainConfig`), or a
+    localisation net (Appendix A) when ``cfg.head`` is "scr" or "pcr".
 
     ``callback(record)`` is called after every epoch with that epoch's metrics (the dict
     also written to ``RUN/metrics.jsonl``). Under ``torchrun`` each process calls this;
@@ -659,4 +725,15 @@ def train(cfg: TrainConfig, progress: bool = True,
         D.cleanup()
 
 
-__all__ = ["FIELDS", "TrainConfig", "TrainResult", "TrainingDiverged", "train"]
+def resume(run: str | Path, progress: bool = True,
+           callback: Callable[[dict[str, Any]], None] | None = None,
+           **changes: Any) -> TrainResult:
+    """Continue the run in folder ``run`` exactly where its last checkpoint left it.
+    ``changes``: only settings that do not alter the arithmetic of training (``epochs``
+    to extend it, ``data`` when the dataset moved, ``device``, ``workers``, ...)."""
+    from .config import resume_config
+
+    return train(resume_config(run, changes), progress, callback)
+
+
+__all__ = ["FIELDS", "TrainConfig", "TrainResult", "TrainingDiverged", "resume", "train"]

@@ -1,0 +1,146 @@
+"""What a training run learns, apart from the loop itself: the data, the loss and the
+validation protocol. Classification (Sect. 3.1) is here; localisation (Appendix A) is
+``vgg.localize.task.LocalisationTask``. Both run through the same trainer
+(``vgg.train.loop``), so checkpoints, resume, DDP, schedules and logs are shared."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import VggError
+
+if TYPE_CHECKING:
+    from ..data.folders import ImageIndex
+    from ..model import VGG
+    from .config import TrainConfig
+    from .loop import Trainer
+
+
+class Task:
+    """The interface the trainer uses. ``primary`` names the validation error (lower is
+    better) that drives the schedule and picks ``best.pt``; ``train_error`` the error
+    counted on the training batches; ``curves`` the (train, val) error keys to plot."""
+
+    name = "task"
+    primary = "val_err"
+    train_error = "train_err"
+    extra_keys: tuple[str, ...] = ()  # batch tensors besides images/labels/alphas
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def indexes(self) -> tuple[ImageIndex, ImageIndex]:
+        """(train, val) indexes of ``cfg.data``, with the same class list."""
+        from ..data.folders import index_split
+
+        train = index_split(self.cfg.data, "train")  # type: ignore[arg-type]
+        val = index_split(self.cfg.data, "val", classes=list(train.classes))
+        return train, val
+
+    def prepare(self, model: VGG, from_checkpoint: bool) -> None:
+        """Adjust a freshly built or fine-tuned net before training (e.g. freeze layers)."""
+
+    def transform(self, train_index: ImageIndex) -> Any:
+        from ..data.transforms import TrainTransform
+
+        cfg = self.cfg
+        scale = cfg.scale[0] if cfg.s_min == cfg.s_max else tuple(cfg.scale)
+        return TrainTransform(cfg.crop, scale, flip=cfg.flip, colour_std=cfg.colour_std)
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sum of the per-image losses, number of images counted right, number of
+        images that count). Sums, not means: the trainer divides by the global batch so
+        that accumulation and data parallelism give the same gradient."""
+        raise NotImplementedError
+
+    def validate(self, trainer: Trainer) -> dict[str, float]:
+        raise NotImplementedError
+
+    def train_mode(self, model: VGG) -> None:
+        model.train()
+
+    def meta(self, trainer: Trainer) -> dict[str, Any]:
+        """Facts the task adds to every checkpoint's ``meta``."""
+        return {}
+
+
+def shard(index: ImageIndex, rank: int, world: int) -> ImageIndex:
+    """Every ``world``-th image from ``rank``: each image is validated by exactly one
+    process (a rank may get none when there are fewer images than processes)."""
+    return index.subset(list(range(rank, len(index), world)))
+
+
+class ClassificationTask(Task):
+    """Sect. 3.1: cross-entropy on the soft-max of the class scores; validation by the
+    evaluator of Sect. 3.2 (``vgg.eval.evaluate``) at one test scale Q, centre crop or
+    dense, so that the validation error of an epoch equals ``vgg evaluate best.pt
+    --method center|dense --scales Q`` on the same images."""
+
+    name = "classification"
+    primary = "val_top1_err"
+    train_error = "train_top1_err"
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        labels = batch["labels"]
+        loss = F.cross_entropy(out.float(), labels, reduction="sum")
+        hits = (out.detach().argmax(1) == labels).sum()
+        return loss, hits, torch.tensor(float(len(labels)), device=out.device)
+
+    def validate(self, trainer: Trainer) -> dict[str, float]:
+        from ..eval.evaluate import EvalNet, evaluate
+        from ..eval.metrics import topk_error
+
+        cfg = self.cfg
+        part = shard(trainer.val_index, trainer.dist.rank, trainer.dist.world_size)
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, top-1 right, top-5 right, n, bad
+        if len(part):
+            net = EvalNet(trainer.model, "validation", list(cfg.scale))
+            r = evaluate(net, part, method=cfg.val_method, scales=[cfg.test_scale],
+                         batch_size=cfg.val_batch or 16, device=trainer.device,
+                         workers=cfg.workers, amp=cfg.amp != "none", progress=False,
+                         allow_empty=True, on_bad=trainer.note_bad)
+            n = r.n_images
+            if n:
+                p = np.asarray(r.posteriors, dtype=np.float64)
+                py = p[np.arange(n), r.labels]
+                sums[0] = float(-np.log(np.clip(np.nan_to_num(py, nan=0.0), 1e-12, None)).sum())
+                sums[1] = round(n * (1.0 - topk_error(p, r.labels, 1)))
+                sums[2] = round(n * (1.0 - topk_error(p, r.labels, 5)))
+                sums[3] = n
+            sums[4] = len(r.skipped)
+        return trainer.sum_over_ranks(sums, ["val_loss", "val_top1_err", "val_top5_err",
+                                             "val_images", "val_bad"])
+
+
+def task_for(cfg: TrainConfig) -> Task:
+    """The task of a run: classification, or localisation for an SCR / PCR head."""
+    if cfg.is_localisation:
+        from ..localize.task import LocalisationTask
+
+        return LocalisationTask(cfg)
+    return ClassificationTask(cfg)
+
+
+def error_sums(names: Sequence[str], sums: Sequence[float]) -> dict[str, float]:
+    """Turn summed counts into the logged numbers: "*_loss" and "*_err" keys are divided by
+    the image count (errors as 1 - right / n), "*_images" and "*_bad" stay counts."""
+    d = dict(zip(names, sums))
+    n = next(v for k, v in d.items() if k.endswith("_images"))
+    if n == 0:
+        raise VggError("no readable validation image")
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if k.endswith("_err"):
+            out[k] = 1.0 - v / n
+        elif k.endswith(("_images", "_bad")):
+            out[k] = int(v)
+        else:
+            out[k] = v / n
+    return out

@@ -1,0 +1,37 @@
+"""The README's Python tour runs as written, and its torchvision example predicts with
+torchvision's input convention and the ImageNet class names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from vgg.checkpoint import load_checkpoint
+from vgg.preprocess import Preprocess
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_python_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks()
+    assert blocks, "the README has no Python tour"
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - our own README
+    tv = ns["tv"]
+    assert tv.preprocess == Preprocess.torchvision()
+    assert tv.classes[0] == "n01440764" and tv.display_names()[0] == "tench"
+    assert ns["probs"].shape == (2, 1000)
+    assert ns["scores"].shape == (1, 1000, 6, 10)
+    ck = load_checkpoint(tmp_path / "vgg16-tv.pt")
+    assert ck.preprocess == Preprocess.torchvision()  # `vgg predict` normalises the same way
+    assert ck.class_names[:2] == ["tench", "goldfish"]
