@@ -34,7 +34,8 @@ def run_variant(variant: str, width: float, fc_width: int, crop: int, batch: int
     from vgg.data.transforms import ColourStats, DeviceAugment
     from vgg.model import build
     from vgg.preprocess import Preprocess
-    from vgg.train.loop import _loss_fn, param_groups
+    from vgg.train.loop import param_groups
+    from vgg.train.task import ClassificationTask
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -61,7 +62,7 @@ def run_variant(variant: str, width: float, fc_width: int, crop: int, batch: int
 
     def step() -> None:
         x = augment(images, alphas)
-        loss = _loss_fn(net(x), labels) / batch
+        loss = ClassificationTask.loss(None, net(x), {"labels": labels})[0] / batch  # type: ignore[arg-type]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

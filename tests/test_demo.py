@@ -26,19 +26,28 @@ def test_quick_demo_learns_and_writes_report(tmp_path: Path) -> None:
         assert 0.0 <= r["top1_err"] <= 1.0 and r["top5_err"] <= r["top1_err"]
         assert r["n_images"] == plan.classes * plan.val_per_class
     # far below chance (top-1 0.9 and top-5 0.5 for 10 classes) with the best protocol;
-    # the 2-minute plan reaches about 0.45 / 0.03, the 10-minute plan about 0.02 / 0.00
+    # the 2-minute plan reaches about 0.40 / 0.02, the 10-minute plan about 0.02 / 0.00
     assert min(r["top1_err"] for r in result.rows) < chance - 0.3
     assert min(r["top5_err"] for r in result.rows) < (1 - 5 / plan.classes) - 0.35
     report = (out / "report.md").read_text()
     for method in ("center", "dense", "multicrop", "both"):  # the paper's method names
         assert f"| {method} |" in report
     assert "vgg predict" in report and "vgg evaluate" in report
+    # Appendix A: a PCR net from the classification net, both protocols, baselines
+    assert [r["protocol"] for r in result.loc_rows] == ["simple", "full", "full"]
+    simple = result.loc_rows[0]
+    assert simple["head"] == "PCR" and simple["n_images"] == plan.classes * plan.val_per_class
+    assert simple["top1_err"] < simple["mean_top1_err"] < simple["whole_top1_err"]
+    assert "## Localisation" in report and "![predicted against true boxes](boxes.png)" in report
+    assert (out / "boxes.png").stat().st_size > 1000
     for png in (out / "errors.png", out / "run" / "curves.png"):
         assert png.stat().st_size > 1000
     assert result.checkpoint.is_file()
     # the checkpoint works with `vgg predict`
     image = next((out / "data" / "val").glob("*/*.jpg"))
     assert main(["predict", str(result.checkpoint), str(image), "--top", "3"]) == 0
+    assert main(["localize", "predict", str(result.loc_checkpoint), "--classifier",
+                 str(result.checkpoint), str(image), "--top", "2", "--workers", "0"]) == 0
     # a second run reuses the dataset and refuses a folder made with other settings
     (out / "data" / "synth.json").write_text('{"classes": 3}')
     assert main(["demo", "--out", str(out), "--quick", "--device", "cpu"]) == 2

@@ -388,3 +388,12 @@ def test_cuda_only_settings_fail_clearly_on_cpu(data: Path, tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="no CUDA device"):
         train(tiny(data, tmp_path / "b", device="cuda"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cosine_schedule_with_warmup(data: Path, tmp_path: Path) -> None:
+    full = train(tiny(data, tmp_path / "full", epochs=3, schedule="cosine", warmup=1.0))
+    lrs = [h["lr"] for h in full.history]  # the lr of each epoch's last step (3 steps each)
+    assert lrs[0] == pytest.approx(0.05)  # the end of the warm-up: the full rate
+    assert lrs[1] == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * 2 / 6)))  # step 5 of 9
+    assert lrs[0] > lrs[1] > lrs[2] and lrs[2] < 0.01
+    assert [h["schedule"] for h in full.history][0] == "improved"

@@ -73,3 +73,35 @@ def test_state_dict_round_trip_including_infinite_best() -> None:
 def test_bad_settings_raise_config_error(kw: dict) -> None:
     with pytest.raises(ConfigError):
         PlateauSchedule(**kw)
+
+
+def test_cosine_anneals_to_zero_after_warmup() -> None:
+    from vgg.train import LrSchedule
+
+    s = LrSchedule.make("cosine", 0.1, 0.1, 2, 1e-3, 3, total_steps=100, warmup_steps=10)
+    lrs = [s.lr_at(t) for t in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)  # linear warm-up
+    assert lrs[10] == pytest.approx(0.1)
+    assert lrs[55] == pytest.approx(0.05, rel=1e-6)  # half-way through the cosine
+    assert lrs[-1] < 1e-4 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert s.epoch_end(0.5) == "improved" and s.epoch_end(0.6) == "wait" and not s.done
+
+
+def test_step_schedule_divides_evenly_and_plateau_warmup() -> None:
+    from vgg.train import LrSchedule
+
+    s = LrSchedule.make("step", 0.1, 0.1, 2, 1e-3, 3, total_steps=80, warmup_steps=0)
+    assert [s.lr_at(t) for t in (0, 19, 20, 39, 40, 60, 79)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 1e-4, 1e-4])
+    p = LrSchedule.make("plateau", 0.1, 0.1, 0, 0.0, 3, total_steps=50, warmup_steps=4)
+    assert [p.lr_at(t) for t in range(5)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+    p.epoch_end(0.5)
+    p.epoch_end(0.5)  # patience 0: decrease
+    assert p.lr_at(20) == pytest.approx(0.01)
+    # state round trip (resume)
+    q = LrSchedule.make("plateau", 0.1, 0.1, 0, 0.0, 3, total_steps=50, warmup_steps=4)
+    q.load_state_dict(p.state_dict())
+    assert q.lr_at(20) == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match="cosine"):
+        LrSchedule.make("step", 0.1, 0.1, 0, 0.0, 3, 50, 0).load_state_dict(
+            LrSchedule.make("cosine", 0.1, 0.1, 0, 0.0, 3, 50, 0).state_dict())

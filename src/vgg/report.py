@@ -1,5 +1,6 @@
-"""Tables in the paper's layout (Tables 3-7): ConvNet config, train scale S, test scale Q,
-method, top-1 and top-5 val error (%), as plain text or Markdown."""
+"""Tables in the paper's layout, as plain text or Markdown: Tables 3-7 (ConvNet config,
+train scale S, test scale Q, method, top-1 and top-5 val error) and Tables 8-10
+(localisation error)."""
 
 from __future__ import annotations
 
@@ -33,24 +34,55 @@ def _cells(rows: Sequence[Mapping[str, Any] | Any]) -> list[list[str]]:
     return out
 
 
-def paper_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
-    """``rows``: dicts with keys config, train_scale, test_scale, method, top1_err,
-    top5_err (errors as fractions) or ``EvalResult`` objects. ``fmt``: "text" (aligned
-    columns) or "markdown"."""
-    cells = _cells(rows)
+def format_table(headers: Sequence[str], cells: list[list[str]], right_from: int,
+                 fmt: str = "text") -> str:
+    """Aligned text (columns from ``right_from`` on right-aligned) or a Markdown table."""
     if fmt == "markdown":
-        lines = ["| " + " | ".join(HEADERS) + " |",
-                 "|" + "|".join(["---"] * 4 + ["---:"] * 2) + "|"]
+        lines = ["| " + " | ".join(headers) + " |",
+                 "|" + "|".join(["---"] * right_from
+                                + ["---:"] * (len(headers) - right_from)) + "|"]
         lines += ["| " + " | ".join(c) + " |" for c in cells]
         return "\n".join(lines)
     if fmt != "text":
         raise ValueError(f"fmt must be 'text' or 'markdown', got {fmt!r}")
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, h in enumerate(HEADERS)]
+              for i, h in enumerate(headers)]
 
     def line(vals: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if i >= 4 else v.ljust(w)
+        return "  ".join(v.rjust(w) if i >= right_from else v.ljust(w)
                          for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(HEADERS), sep] + [line(c) for c in cells])
+    return "\n".join([line(headers), sep] + [line(c) for c in cells])
+
+
+def paper_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
+    """``rows``: dicts with keys config, train_scale, test_scale, method, top1_err,
+    top5_err (errors as fractions) or ``EvalResult`` objects. ``fmt``: "text" (aligned
+    columns) or "markdown"."""
+    return format_table(HEADERS, _cells(rows), 4, fmt)
+
+
+LOC_COLUMNS = ("config", "head", "tuned", "train_scale", "test_scale", "protocol",
+               "top1_err", "top5_err", "whole_top1_err", "whole_top5_err", "mean_top1_err",
+               "mean_top5_err")
+LOC_HEADERS = ("ConvNet config.", "regr.", "fine-tuned", "train (S)", "test (Q)", "protocol",
+               "top-1 loc. err (%)", "top-5 loc. err (%)", "whole image top-1/top-5",
+               "mean box top-1/top-5")
+
+
+def loc_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
+    """Tables 8-10's layout for localisation results (``LocResult`` objects or dicts with
+    ``LOC_COLUMNS``): config, SCR/PCR, tuned layers, S, Q, protocol, top-1 / top-5
+    localisation error, and the two baselines on the same images (the whole image as the
+    box; the mean training box at the centre). The simple protocol makes one guess (for
+    the ground-truth class): its error fills the top-1 column."""
+    cells = []
+    for r in rows:
+        d = r if isinstance(r, Mapping) else r.table_row()
+        cells.append([str(d["config"]), str(d["head"]), str(d["tuned"]),
+                      str(d["train_scale"]), str(d["test_scale"]), str(d["protocol"]),
+                      _pct(d["top1_err"]), _pct(d.get("top5_err")),
+                      f"{_pct(d['whole_top1_err'])} / {_pct(d.get('whole_top5_err'))}",
+                      f"{_pct(d['mean_top1_err'])} / {_pct(d.get('mean_top5_err'))}"])
+    return format_table(LOC_HEADERS, cells, 6, fmt)

@@ -22,7 +22,7 @@ T = TypeVar("T", int, float)
 
 # Sub-command modules, in the order `vgg --help` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "models", "data", "train", "evaluate", "fuse", "predict",
-                             "export")
+                             "localize", "export")
 
 
 class Parser(argparse.ArgumentParser):
@@ -143,6 +143,16 @@ def add_device_flag(p: argparse.ArgumentParser, default: str | None = "auto") ->
 
     p.add_argument("--device", default=default, metavar="DEV",
                    help=f"{DEVICE_HELP} (default auto)")
+
+
+def check_outputs(*pairs: tuple[object, str]) -> None:
+    """Check every (path, flag) output for writability before any long work (None paths
+    are skipped): a typo in an output path must cost nothing."""
+    from ..checkpoint import check_output
+
+    for path, what in pairs:
+        if path is not None and path != "":
+            check_output(path, what)  # type: ignore[arg-type]
 
 
 def crop_size(text: str) -> int:

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from . import _bounded, nonneg_int, positive_int
+from . import _bounded, add_progress_flag, nonneg_int, positive_int, workers_count
 
 fraction = _bounded(float, lambda v: 0 < v < 1, "in (0, 1)", "a number", "fraction")
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--limit", type=positive_int, default=None,
                    help="use a seeded random subset of N images")
     s.add_argument("--seed", type=nonneg_int, default=0, help="seed of the --limit subset")
+    add_progress_flag(s)
     s.set_defaults(func=_stats)
 
     y = sub.add_parser("synth", help="write the embedded shapes dataset",
@@ -53,8 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="smallest object extent / smaller image side (default 0.1)")
     y.add_argument("--max-object", type=float, default=0.9,
                    help="largest object extent / smaller image side (default 0.9)")
-    y.add_argument("--workers", type=nonneg_int, default=None,
+    y.add_argument("--workers", type=workers_count, default=None,
                    help="processes (default: the available cores)")
+    add_progress_flag(y)
     y.set_defaults(func=_synth)
 
     sp = sub.add_parser(
@@ -85,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     files.add_argument("--link", choices=("symlink", "hardlink"), dest="mode",
                        help="symlink (default: absolute symbolic links) or hardlink (same "
                             "file system only)")
+    add_progress_flag(sp)
     sp.set_defaults(func=_split, mode="symlink")
 
     b = sub.add_parser(
@@ -109,9 +112,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from ..checkpoint import check_output
     from ..data.stats import compute_stats
 
-    stats = compute_stats(args.dir, limit=args.limit, seed=args.seed)
+    check_output(args.out, "--out")
+    stats = compute_stats(args.dir, limit=args.limit, seed=args.seed, progress=args.progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     stats.save(args.out)
     print(json.dumps({"mean_rgb": [round(v, 3) for v in stats.mean_rgb],
@@ -128,6 +133,7 @@ def _synth(args: argparse.Namespace) -> int:
                         val_per_class=args.val_per_class, seed=args.seed,
                         multi=args.multi, min_side=args.min_side,
                         max_side=args.max_side, workers=args.workers,
+                        progress=args.progress,
                         object_size=(args.min_object, args.max_object))
     return 0  # make_shapes_dataset logs "wrote N images of K classes to OUT"
 
@@ -136,7 +142,8 @@ def _split(args: argparse.Namespace) -> int:
     from ..data.split import split_folder
 
     rec = split_folder(args.src, args.out, val_fraction=args.val_fraction,
-                       val_per_class=args.val_per_class, seed=args.seed, mode=args.mode)
+                       val_per_class=args.val_per_class, seed=args.seed, mode=args.mode,
+                       progress=args.progress)
     width = max([len("class")] + [len(c) for c in rec["classes"]])
     print(f"{'class':<{width}}  train    val")
     for c, n in rec["classes"].items():

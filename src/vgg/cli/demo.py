@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import nonneg_int
+from . import add_device_flag, add_progress_flag, nonneg_int, workers_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,22 +13,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="the whole system on the embedded shapes dataset, in minutes",
         description="Generate the embedded shapes dataset (if absent), train a scaled-down "
                     "VGG with the paper's recipe (scale jittering, PCA colour shift, SGD "
-                    "with momentum, plateau schedule), evaluate it with centre crop, dense "
-                    "at one and three scales, multi-crop and multi-crop & dense, and write "
-                    "a report (report.md, results.json, plots) to --out. Under 10 minutes "
-                    "on a 2-core CPU (under 2 with --quick); uses a GPU when there is one.")
+                    "with momentum, plateau schedule), evaluate it "
+                    "with centre crop, dense at one and three scales, multi-crop and "
+                    "multi-crop & dense, train a PCR localisation net from it and evaluate "
+                    "it with the simple and the full protocol (Appendix A), and write a "
+                    "report (report.md, results.json, plots) to --out. Under 10 minutes on "
+                    "a 2-core CPU (under 2 with --quick); uses a GPU when there is one.")
     p.add_argument("--out", type=Path, default=Path("vgg-demo"),
                    help="report folder (default vgg-demo); the dataset goes to OUT/data and "
                         "the training run to OUT/run")
     p.add_argument("--quick", action="store_true",
                    help="a smaller dataset and fewer epochs: under 2 minutes on a 2-core CPU")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                   help="auto = CUDA when available, else CPU")
+    add_device_flag(p)
     p.add_argument("--seed", type=nonneg_int, default=0, help="dataset and training seed")
-    p.add_argument("--workers", type=nonneg_int, default=None,
+    p.add_argument("--workers", type=workers_count, default=None,
                    help="data-loading processes (default: the usable cores)")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=_run)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from . import add_device_flag, add_progress_flag, positive_int, workers_count
+from . import add_device_flag, add_progress_flag, check_outputs, positive_int, workers_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,14 +74,11 @@ def result_rows(result) -> list:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import check_output
     from ..eval import as_net, evaluate, parse_scales
     from ..report import paper_table
 
     scales = parse_scales(args.scales) if args.scales is not None else None
-    for path, what in ((args.save_posteriors, "--save-posteriors"), (args.json, "--json")):
-        if path:  # before the long work, not after it
-            check_output(path, what)
+    check_outputs((args.save_posteriors, "--save-posteriors"), (args.json, "--json"))
     nets = [as_net(c, index=i) for i, c in enumerate(args.checkpoints)]
     index = load_index(args.data, args.split, nets[0].model.classes)
     result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,

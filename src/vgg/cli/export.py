@@ -7,7 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import positive_int
+from . import check_outputs, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: give --onnx OUT and/or --safetensors OUT")
     if args.fully_conv and args.onnx is None:
         raise ConfigError("--fully-conv applies to --onnx only")
+    check_outputs((args.safetensors, "--safetensors"), (args.onnx, "--onnx"))
     model = load_model(args.checkpoint)
     if args.safetensors is not None:
         path = export_safetensors(model, args.safetensors)

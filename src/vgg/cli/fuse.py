@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import check_outputs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,14 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import check_output
     from ..eval import Posteriors, fuse, result_from_posteriors
     from ..report import paper_table
     from .evaluate import _write_json
 
-    for path, what in ((args.save, "--save"), (args.json, "--json")):
-        if path:
-            check_output(path, what)
+    check_outputs((args.save, "--save"), (args.json, "--json"))
     parts = [Posteriors.load(p) for p in args.posteriors]
     fused = fuse(parts)
     rows = [result_from_posteriors(p) for p in parts] if len(parts) > 1 else []

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import add_device_flag, add_progress_flag, positive_int, side
 
@@ -32,23 +34,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DataError
     from ..eval import predict
 
     preds = predict(args.checkpoint, args.inputs, top=args.top, scale=args.scale,
                     method=args.method, flip=args.flip, device=args.device,
                     progress=args.progress)
+    return report_predictions(
+        preds, args.inputs, args.json,
+        # 3 significant digits: a 1000-class net's 0.00123 stays readable
+        lambda p: f"{p.path}: " + ", ".join(f"{c} ({v:.3g})" for c, v in p.top or []))
+
+
+def report_predictions(preds: list[Any], inputs: list[str], as_json: bool,
+                       line: Callable[[Any], str]) -> int:
+    """Print predictions (``vgg predict`` and ``vgg localize predict``): JSON, or one
+    ``line(p)`` per image on stdout and one ``error:`` line per failed file on stderr.
+    Exit status 1 when any failed; no image at all is an error."""
+    from ..errors import DataError
+
     if not preds:
-        raise DataError(f"no image files in {', '.join(args.inputs)}")
-    if args.json:
+        raise DataError(f"no image files in {', '.join(inputs)}")
+    if as_json:
         print(json.dumps([p.to_json() for p in preds], indent=2))
     else:
         for p in preds:
             if p.error is not None:
                 print(f"error: {p.error}", file=sys.stderr)
-                continue
-            # 3 significant digits: a 1000-class net's 0.00123 stays readable
-            print(f"{p.path}: " + ", ".join(f"{c} ({v:.3g})" for c, v in p.top or []))
+            else:
+                print(line(p))
     failed = sum(p.error is not None for p in preds)
     if failed:
         print(f"{failed} of {len(preds)} image(s) could not be predicted", file=sys.stderr)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import (add_device_flag, add_model_flags, nonneg_float, nonneg_int, positive_float,
                positive_int, side, unit_float, workers_count)
@@ -54,6 +55,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "`vgg predict`), RUN/config.yaml, RUN/metrics.jsonl, RUN/curves.png.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS)
+    add_run_flags(p)
+    add_model_flags(p)
+    for action in p._actions:  # only flags the user gives may override --config
+        if action.dest in ("arch", "bn", "width", "fc_width", "crop"):
+            action.default = argparse.SUPPRESS
+    p.add_argument("--dropout", type=unit_float, help="dropout on FC1/FC2 (paper 0.5)")
+    rec = p.add_argument_group("recipe (Sect. 3.1)")
+    add_recipe_flags(rec)
+    ini = p.add_argument_group("initialisation")
+    ini.add_argument("--init", choices=("gaussian", "glorot", "kaiming"),
+                     help="random init scheme (gaussian)")
+    ini.add_argument("--init-std", type=positive_float, help="gaussian std (0.01)")
+    ini.add_argument("--init-from", metavar="CKPT", help="copy the first 4 convs and the 3 FC "
+                     "layers of a trained net A (the paper's pre-initialisation)")
+    ini.add_argument("--finetune-from", metavar="CKPT", help="start from all weights of CKPT "
+                     "(S=256 -> S=384 -> jittered S)")
+    ini.add_argument("--stats", metavar="JSON", help="colour statistics (vgg data stats); "
+                     "default: computed over --stats-limit training images")
+    ini.add_argument("--stats-limit", type=positive_int, help="images for the statistics (2000)")
+    add_machinery_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """--data, --out, --config, --resume, --overwrite (shared with `vgg localize train`)."""
     io = p.add_argument_group("data and run")
     io.add_argument("--data", metavar="DIR", help="dataset folder with train/ and val/")
     io.add_argument("--out", metavar="RUN", help="run folder (default runs/train)")
@@ -65,12 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--overwrite", action="store_true",
                     help="start a new run in an --out folder that already holds one "
                          "(its checkpoints and metrics are replaced)")
-    add_model_flags(p)
-    for action in p._actions:  # only flags the user gives may override --config
-        if action.dest in ("arch", "bn", "width", "fc_width", "crop"):
-            action.default = argparse.SUPPRESS
-    p.add_argument("--dropout", type=unit_float, help="dropout on FC1/FC2 (paper 0.5)")
-    rec = p.add_argument_group("recipe (Sect. 3.1)")
+
+
+def add_recipe_flags(rec: Any) -> None:
+    """The Sect. 3.1 recipe flags (shared with `vgg localize train`)."""
     rec.add_argument("--scale", type=_scale, metavar="S|SMIN-SMAX",
                      help="training scale: fixed S (256) or jittered per image (256-512)")
     rec.add_argument("--epochs", type=positive_int, help="maximum epochs (paper 74)")
@@ -101,20 +125,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="random horizontal flips (default on)")
     rec.add_argument("--colour-std", type=nonneg_float,
                      help="std of the PCA colour shift alphas (0.1; 0 = off)")
-    ini = p.add_argument_group("initialisation")
-    ini.add_argument("--init", choices=("gaussian", "glorot", "kaiming"),
-                     help="random init scheme (gaussian)")
-    ini.add_argument("--init-std", type=positive_float, help="gaussian std (0.01)")
-    ini.add_argument("--init-from", metavar="CKPT", help="copy the first 4 convs and the 3 FC "
-                     "layers of a trained net A (the paper's pre-initialisation)")
-    ini.add_argument("--finetune-from", metavar="CKPT", help="start from all weights of CKPT "
-                     "(S=256 -> S=384 -> jittered S)")
-    ini.add_argument("--stats", metavar="JSON", help="colour statistics (vgg data stats); "
-                     "default: computed over --stats-limit training images")
-    ini.add_argument("--stats-limit", type=positive_int, help="images for the statistics (2000)")
+
+
+def add_machinery_flags(p: argparse.ArgumentParser, classification: bool = True) -> None:
+    """Validation and machinery flags (shared with `vgg localize train`, whose
+    validation is always the simple protocol)."""
     val = p.add_argument_group("validation")
-    val.add_argument("--val-method", choices=("center", "dense"),
-                     help="centre crop (default) or dense fully-convolutional")
+    if classification:
+        val.add_argument("--val-method", choices=("center", "dense"),
+                         help="centre crop (default) or dense fully-convolutional")
     val.add_argument("--val-scale", type=side, metavar="Q",
                      help="test scale (default: S, or (SMIN+SMAX)/2)")
     val.add_argument("--val-batch", type=positive_int, help="validation batch")
@@ -142,7 +161,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     dev.add_argument("--progress", action=argparse.BooleanOptionalAction,
                      help="progress bars on a terminal, a line every 30 s in a log file "
                           "(default on)")
-    p.set_defaults(func=run)
 
 
 # argparse dest -> TrainConfig field, where they differ
@@ -151,7 +169,7 @@ _RENAME = {"bn": "batch_norm"}
 
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
     """The settings the user typed (argument_default=SUPPRESS leaves the others out)."""
-    skip = {"func", "command", "verbose", "config"}
+    skip = {"func", "command", "verbose", "config", "localize_command"}
     out = {}
     for k, v in vars(args).items():
         if k in skip:

@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from tqdm.auto import tqdm
 
 from ..errors import BadImageError, DataError
+from ..progress import Progress
 from .decode import image_size
 
 if TYPE_CHECKING:
@@ -629,8 +629,9 @@ def collect_boxes(paths: Iterable[Path], source: BoxSource, classes: Sequence[st
     logger = _Log(report)
     names = set(classes)
     boxes: dict[Path, list[Box]] = {}
-    for p in tqdm(paths, desc="boxes", unit="img", disable=not progress or len(paths) < 5000,
-                  leave=False):
+    bar = Progress(len(paths), "boxes", "img", enabled=progress and len(paths) >= 5000)
+    for p in paths:
+        bar.update(1)
         ann = source.find(p)
         if ann is None:
             report.missing += 1
@@ -655,6 +656,7 @@ def collect_boxes(paths: Iterable[Path], source: BoxSource, classes: Sequence[st
         for where, items in groups.items():
             logger.emit(where, items)
     report.unmatched = source.unmatched()
+    bar.close()
     return boxes, report
 
 

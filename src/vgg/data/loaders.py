@@ -105,7 +105,8 @@ class ImageDataset(Dataset):
 
 def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack samples into ``dict(images uint8 (N,3,H,W), labels int64 (N,), indices int64
-    (N,), alphas float32 (N,3) if present, multilabels float32 (N,K) if present, n_bad,
+    (N,), alphas float32 (N,3) if present, multilabels float32 (N,K) if present, boxes
+    float32 (N,4) + box_labels int64 (N,) + box_valid bool (N,) for localisation, n_bad,
     bad)``; None and bad samples are dropped and counted in ``n_bad``; ``bad`` lists
     ``(path, reason)`` of the bad samples that carry them (those of ``ImageDataset.load``).
     """
@@ -130,6 +131,10 @@ def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
                                      for s in good])
     if "labels" in good[0]:
         out["multilabels"] = torch.stack([s["labels"] for s in good])
+    if "box" in good[0]:  # localisation targets (vgg.localize.data.LocTrainTransform)
+        out["boxes"] = torch.stack([s["box"] for s in good])
+        out["box_labels"] = torch.tensor([s["box_label"] for s in good], dtype=torch.int64)
+        out["box_valid"] = torch.tensor([s["box_valid"] for s in good], dtype=torch.bool)
     return out
 
 

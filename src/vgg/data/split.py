@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
+from ..progress import Progress
 from .folders import index_folder
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,14 @@ def split_folder(src: str | Path, out: str | Path, *, val_fraction: float | None
         "train": sum(v["train"] for v in counts.values()),
         "val": sum(v["val"] for v in counts.values()), "classes": counts}
     try:
-        for p, rel in tqdm(plan, desc="split", unit="file",
-                           disable=not progress or len(plan) < 2000):
+        bar = Progress(len(plan), "split", "file", enabled=progress and len(plan) >= 2000)
+        for p, rel in plan:
+            bar.update(1)
             _place(p, tmp / rel, mode, out_abs / rel)
             if carry_xml and p.with_suffix(".xml").is_file():
                 _place(p.with_suffix(".xml"), (tmp / rel).with_suffix(".xml"), mode,
                        (out_abs / rel).with_suffix(".xml"))
+        bar.close()
         (tmp / "split.json").write_text(json.dumps(record, indent=2) + "\n")
         if out_abs.is_dir():
             out_abs.rmdir()  # empty (checked above)

@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import BadImageError, DataError
+from ..progress import Progress
 from .decode import decode_image
 from .folders import ImageIndex, has_split, index_folder, index_split
 from .loaders import BadImages
@@ -53,7 +53,9 @@ def compute_stats(index_or_dir: ImageIndex | str | Path, limit: int | None = Non
     s2 = np.zeros((3, 3), np.float64)
     n_images, n_bad = 0, 0
     bad_images = BadImages(log) if bad_images is None else bad_images
-    for p in tqdm(paths, desc="colour stats", unit="img", disable=not progress):
+    bar = Progress(len(paths), "colour stats", "img", enabled=progress)
+    for p in paths:
+        bar.update(1)
         try:
             img = decode_image(p, target_min_side=side)
         except BadImageError as e:
@@ -65,6 +67,7 @@ def compute_stats(index_or_dir: ImageIndex | str | Path, limit: int | None = Non
         s1 += x.sum(0)
         s2 += x.T @ x
         n_images += 1
+    bar.close()
     if n_images == 0:
         raise DataError(f"no readable image among {len(paths)} files of "
                         f"{index.root or 'the dataset'}")

@@ -12,8 +12,9 @@ with distractor lines and scribbles that are not class shapes. A single-label im
 one object of its folder's class whose larger extent is 10% to 90% of the smaller image
 side, at a random position (the main object drawn towards the middle, Beta(3, 3)),
 rotation and colour. With ``multi=True`` every image holds 2 to 4 objects of different
-classes (its folder's class first), for multi-label training and mAP. Everything comes from ``np.random.default_rng([seed, split, class, i])``: the same seed
-gives byte-identical files, whatever the number of worker processes.
+classes (its folder's class first), each with its box (several objects per image for
+localisation). Everything comes from ``np.random.default_rng([seed, split, class, i])``:
+the same seed gives byte-identical files, whatever the number of worker processes.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
                         val_per_class: int = 50, seed: int = 0, multi: bool = False,
                         min_side: int = 64, max_side: int = 160, quality: int = 90,
                         workers: int | None = None,
-                        object_size: tuple[float, float] = (0.1, 0.9)) -> Path:
+                        object_size: tuple[float, float] = (0.1, 0.9),
+                        progress: bool = False) -> Path:
     """Write the shapes dataset to ``out`` (see the module docstring) and return ``out``.
     ``object_size``: the range of an object's larger extent, as a fraction of the smaller
     image side (multi-label images cap it at 0.55). ``workers=None`` uses up to the
@@ -264,13 +266,17 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
         except AttributeError:  # pragma: no cover
             workers = os.cpu_count() or 1
         workers = min(workers, max(1, len(jobs) // 64))
-    if workers > 1:
-        with mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_make_one, jobs, chunksize=32):
-                pass
-    else:
-        for j in jobs:
-            _make_one(j)
+    from ..progress import Progress
+
+    with Progress(len(jobs), "shapes dataset", "img", enabled=progress) as bar:
+        if workers > 1:
+            with mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(_make_one, jobs, chunksize=32):
+                    bar.update(1)
+        else:
+            for j in jobs:
+                _make_one(j)
+                bar.update(1)
     params = {"classes": names, "train_per_class": train_per_class,
               "val_per_class": val_per_class, "seed": seed, "multi": multi,
               "min_side": min_side, "max_side": max_side, "quality": quality,

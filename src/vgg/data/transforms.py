@@ -40,6 +40,33 @@ ImageSource = str | Path | Image.Image
 _BILINEAR = Image.Resampling.BILINEAR
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """How a training crop was cut: the original image (w, h) rescaled to (nw, nh), the
+    ``crop`` x ``crop`` window at (x0, y0) of the rescaled image, then mirrored when
+    ``flip``. :meth:`boxes` applies the same map to boxes in original pixels."""
+
+    w: int
+    h: int
+    nw: int
+    nh: int
+    x0: int
+    y0: int
+    crop: int
+    flip: bool
+
+    def boxes(self, b: torch.Tensor) -> torch.Tensor:
+        """(N, 4) xyxy pixel-edge boxes of the original image -> the same boxes in the
+        crop's pixels (they may extend beyond the crop)."""
+        sx, sy = self.nw / self.w, self.nh / self.h
+        out = b.to(torch.float64) * torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
+        out = out - torch.tensor([self.x0, self.y0, self.x0, self.y0], dtype=torch.float64)
+        if self.flip:
+            out = torch.stack([self.crop - out[:, 2], out[:, 1], self.crop - out[:, 0],
+                               out[:, 3]], dim=1)
+        return out
+
+
 def rescale_size(w: int, h: int, s: int) -> tuple[int, int]:
     """Isotropic rescale so that the smaller side is ``s``: (new_w, new_h)."""
     if w <= 0 or h <= 0 or s <= 0:
@@ -120,7 +147,10 @@ class TrainTransform:
         image = resize_window(img, (nw, nh), (x0, y0, x0 + self.crop, y0 + self.crop))
         if flip:
             image = image.flip(-1)
-        return {"image": image, "alpha": torch.from_numpy(alpha)}
+        # where the crop came from, so that boxes can follow the pixels (localisation):
+        # original size, rescaled size, crop offset in the rescaled image, mirrored or not
+        geometry = Geometry(w, h, nw, nh, x0, y0, self.crop, flip)
+        return {"image": image, "alpha": torch.from_numpy(alpha), "geometry": geometry}
 
 
 def resize_window(img: Image.Image, scaled: tuple[int, int],

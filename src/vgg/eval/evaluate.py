@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -492,6 +492,70 @@ def _warn_bad(path: str, reason: str) -> None:
     log.warning("skipping unreadable image %s: %s", path, reason)
 
 
+class RescaledImages:
+    """The images of an index rescaled to test scales Q (Sect. 3.2), in batches of one
+    rescaled size: the data half of every evaluator (classification here, localisation in
+    ``vgg.localize.evaluate``). Image sizes are read from the headers once; unreadable
+    files are reported to ``on_bad(path, reason)`` once and left out (``bad``)."""
+
+    def __init__(self, index: Any, batch_size: int, workers: int, dev: torch.device,
+                 progress: bool, on_bad: Callable[[str, str], None] | None = None) -> None:
+        self.index = index
+        self.paths = [Path(p) for p, _ in index.samples]
+        self.batch_size, self.workers, self.dev = batch_size, workers, dev
+        self.progress = progress
+        self.on_bad = on_bad or _warn_bad
+        self.sizes, self.bad = _sizes(self.paths, progress)
+        for i, reason in self.bad.items():
+            self.on_bad(str(self.paths[i]), reason)
+
+    @property
+    def ok_rows(self) -> list[int]:
+        return [i for i, s in enumerate(self.sizes) if s is not None and i not in self.bad]
+
+    def batches(self, q: int, desc: str
+                ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(rows (n,) int64 numpy, images uint8 (n, 3, H, W) on the device) per batch of
+        images rescaled so that their smaller side is ``q``."""
+        from ..data.loaders import ImageDataset
+        from ..data.transforms import RescaleTransform, rescale_size
+
+        rows_ok = self.ok_rows
+        rescaled = [rescale_size(*self.sizes[i], q) for i in rows_ok]  # type: ignore[misc]
+        buckets = [[rows_ok[i] for i in b] for b in size_buckets(rescaled, self.batch_size)]
+        dataset = ImageDataset(self.index, RescaleTransform(q), check=False)
+        loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=_collate_by_shape,
+                            num_workers=self.workers, pin_memory=self.dev.type == "cuda",
+                            persistent_workers=False)
+        with Progress(len(rows_ok), f"{desc} Q={q}", "img", enabled=self.progress) as bar:
+            for batch in loader:
+                for row, path, reason in batch["bad"]:
+                    if row not in self.bad:
+                        self.bad[row] = reason
+                        self.on_bad(path, reason)
+                for rows, images in batch["groups"]:
+                    yield rows.numpy(), images.to(self.dev, non_blocking=True)
+                    bar.update(len(rows))
+                bar.update(len(batch["bad"]))
+
+
+def amp_context(amp: bool, dev: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 (or fp16) autocast on CUDA when asked; nothing otherwise."""
+    if amp and dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
+                              else torch.float16)
+    return contextlib.nullcontext()
+
+
+def normalise(model: VGG, x8: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB batch -> the net's input (its stored preprocessing, its dtype; NHWC on
+    CUDA)."""
+    x = model.preprocess(x8, dtype=next(model.parameters()).dtype)
+    if x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple[str, ...],
          pieces: dict[tuple[int, str, int], np.ndarray],
          filled: dict[tuple[int, str, int], np.ndarray], *, flip: bool, batch_size: int,
@@ -499,57 +563,28 @@ def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple
          method: str, on_bad: Callable[[str, str], None]) -> dict[int, str]:
     """One pass over the data per test scale, every (net, method) on each batch; fills
     ``pieces`` and ``filled`` in place and returns {row: reason} of the unreadable images."""
-    from ..data.loaders import ImageDataset
-    from ..data.transforms import RescaleTransform, rescale_size
-
-    paths = [Path(p) for p, _ in index.samples]
-    sizes, bad = _sizes(paths, progress)
-    for i, reason in bad.items():
-        on_bad(str(paths[i]), reason)
-    ok_rows = [i for i, s in enumerate(sizes) if s is not None]
+    data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
     fcns = []
     for n in nets:
         n.model.eval().to(dev)
         fcns.append(n.model.to_fully_conv())
-    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
-                              else torch.float16)
-               if amp and dev.type == "cuda" else contextlib.nullcontext())
     for q in sorted({q for qs in per_net for q in qs}):
         active = [j for j, qs in enumerate(per_net) if q in qs]
-        rescaled = [rescale_size(*sizes[i], q) for i in ok_rows]  # type: ignore[misc]
-        buckets = [[ok_rows[i] for i in b] for b in size_buckets(rescaled, batch_size)]
-        dataset = ImageDataset(index, RescaleTransform(q), check=False)
-        loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=_collate_by_shape,
-                            num_workers=workers, pin_memory=dev.type == "cuda",
-                            persistent_workers=False)
-        with Progress(len(ok_rows), f"{method} Q={q}", "img", enabled=progress) as bar, \
-                torch.inference_mode(), amp_ctx:
-            for batch in loader:
-                for row, path, reason in batch["bad"]:
-                    if row not in bad:
-                        bad[row] = reason
-                        on_bad(path, reason)
-                for rows, images in batch["groups"]:
-                    _forward(nets, fcns, active, kinds, pieces, q, rows, images, flip, dev)
-                    for j in active:
-                        for m in kinds:
-                            filled[(j, m, q)][rows.numpy()] = True
-                    bar.update(len(rows))
-                bar.update(len(batch["bad"]))
-    return bad
+        with torch.inference_mode(), amp_context(amp, dev):
+            for rows, x8 in data.batches(q, method):
+                _forward(nets, fcns, active, kinds, pieces, q, rows, x8, flip)
+                for j in active:
+                    for m in kinds:
+                        filled[(j, m, q)][rows] = True
+    return data.bad
 
 
 def _forward(nets: list[EvalNet], fcns: list[Any], active: list[int], kinds: tuple[str, ...],
-             pieces: dict[tuple[int, str, int], np.ndarray], q: int, rows: torch.Tensor,
-             images: torch.Tensor, flip: bool, dev: torch.device) -> None:
-    x8 = images.to(dev, non_blocking=True)
-    rows_np = rows.numpy()
+             pieces: dict[tuple[int, str, int], np.ndarray], q: int, rows: np.ndarray,
+             x8: torch.Tensor, flip: bool) -> None:
     for j in active:
         net, fcn = nets[j], fcns[j]
-        dtype = next(net.model.parameters()).dtype
-        x = net.model.preprocess(x8, dtype=dtype)
-        if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = normalise(net.model, x8)
         for m in kinds:
             if m == "dense":
                 p = dense_posteriors(fcn, x, flip)
@@ -557,7 +592,7 @@ def _forward(nets: list[EvalNet], fcns: list[Any], active: list[int], kinds: tup
                 p = multicrop_posteriors(fcn, x, net.crop, flip)
             else:
                 p = center_posteriors(fcn, x, net.crop)
-            pieces[(j, m, q)][rows_np] = p.float().cpu().numpy()
+            pieces[(j, m, q)][rows] = p.float().cpu().numpy()
 
 
 def fuse_results(results: Sequence[EvalResult]) -> EvalResult:
