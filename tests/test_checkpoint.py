@@ -176,3 +176,22 @@ def test_saved_files_get_the_usual_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_progress_prints_lines_when_not_on_a_terminal(caplog) -> None:
+    """A log file gets plain progress lines (no bar, never empty for minutes)."""
+    import logging
+
+    from vgg.progress import Progress
+
+    with caplog.at_level(logging.INFO, logger="vgg.progress"):
+        with Progress(100, "dense Q=256", "img", tty=False, interval=0.0) as bar:
+            for _ in range(3):
+                bar.update(10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and lines[0].startswith("dense Q=256: 10/100 (10.0%)") and "img/s" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vgg.progress"):
+        with Progress(100, "x", tty=False, interval=0.0, enabled=False) as bar:
+            bar.update(50)
+    assert not caplog.records  # --no-progress: nothing

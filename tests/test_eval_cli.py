@@ -173,3 +173,17 @@ def test_predict_json_keeps_full_precision_and_text_three_digits(tmp_path, capsy
     assert j[0]["top"][0]["prob"] != round(j[0]["top"][0]["prob"], 3)
     assert main(["predict", str(ckpt), str(img), "--top", "1"]) == 0
     assert "(0.001)" in capsys.readouterr().out
+
+
+def test_predict_folder_reports_broken_images_not_annotations(setup, capsys) -> None:
+    tmp, root, ckpt = setup
+    folder = root / "val" / "dog"
+    (folder / "0.xml").write_text("<annotation/>")  # VOC annotations beside the images
+    (folder / "photo").write_bytes((folder / "1.png").read_bytes())  # no extension
+    (folder / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    rc = main(["predict", str(ckpt), str(folder), "--top", "1"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "photo:" in cap.out  # an image without an extension is predicted
+    assert "zz.png" in cap.err and "0.xml" not in cap.err  # only the broken image is an error
+    assert "1 of 6 image(s) could not be predicted" in cap.err

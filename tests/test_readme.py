@@ -35,3 +35,20 @@ def test_readme_python_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ck = load_checkpoint(tmp_path / "vgg16-tv.pt")
     assert ck.preprocess == Preprocess.torchvision()  # `vgg predict` normalises the same way
     assert ck.class_names[:2] == ["tench", "goldfish"]
+
+
+def test_claims_match_the_code() -> None:
+    """Descriptions claim only what is built: the SVM transfer pipeline (Appendix B) and
+    multi-label mAP are not, localisation is."""
+    import importlib.util
+
+    root = README.parent
+    text = "\n".join([(root / "pyproject.toml").read_text(), README.read_text(),
+                      (root / "docs" / "data.md").read_text()])
+    if importlib.util.find_spec("vgg.transfer") is None:
+        assert "SVM" not in text.split("[project.optional-dependencies]")[0]
+        assert "multi-label training and mAP." not in text
+    assert importlib.util.find_spec("vgg.localize") is not None
+    assert "localisation" in (root / "pyproject.toml").read_text()
+    summary = (root / "src" / "vgg" / "summary.py").read_text()
+    assert "The paper gives\nno multiply-add figures" in summary

@@ -4,6 +4,7 @@ entry naming it; the others are still predicted."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from ..progress import Progress
 from .dense import dense_posteriors
 from .evaluate import EvalNet, as_net, check_scales, default_scales
 from .multicrop import center_posteriors
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +56,21 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path],
     return list_images([Path(p) for p in inputs])
 
 
+def quiet_skips(skipped: list[tuple[Path, str]], inputs: Sequence[str | os.PathLike[str]]
+                ) -> list[tuple[Path, str]]:
+    """The skipped files that are errors: everything named on the command line, and
+    files in folders that look like images but are not. Other files found in a folder
+    (annotations, notes: no image extension, no image signature) are only counted in one
+    log line."""
+    named = {Path(p) for p in inputs}
+    errors, others = [], []
+    for p, why in skipped:
+        (others if p not in named and why.startswith("not an image") else errors).append(p)
+    if others:
+        log.info("skipped %d file(s) that are not images (e.g. %s)", len(others), others[0])
+    return [(p, why) for p, why in skipped if p in set(errors)]
+
+
 def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
             scale: int | None = None, method: str = "dense", flip: bool = True,
             device: str | torch.device | None = None, progress: bool = True
@@ -78,7 +96,8 @@ def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
     k = min(top, len(ids))
     transform = RescaleTransform(q)
     paths, skipped = expand_inputs(inputs)
-    results = [Prediction(str(p), error=f"{p}: {why}") for p, why in skipped]
+    results = [Prediction(str(p), error=f"{p}: {why}")
+               for p, why in quiet_skips(skipped, inputs)]
     dtype = next(m.parameters()).dtype
     with Progress(len(paths), "predict", "img", enabled=progress and len(paths) >= 20) as bar:
         for path in paths:

@@ -79,13 +79,14 @@ def predict_boxes(loc: Any, classifier: Any, inputs: Sequence[str | os.PathLike[
     cannot be read get an ``error``)."""
     from ..data.folders import ImageIndex, list_images
     from ..eval.evaluate import as_net
+    from ..eval.predict import quiet_skips
     from .evaluate import as_loc_net, full_protocol
 
     net = as_loc_net(loc)
     cls = as_net(classifier)
     classes = list(net.model.classes or [])
     paths, skipped = list_images([Path(p) for p in inputs])
-    out = [BoxPrediction(str(p), error=f"{p}: {why}") for p, why in skipped]
+    out = [BoxPrediction(str(p), error=f"{p}: {why}") for p, why in quiet_skips(skipped, inputs)]
     if not paths:
         return out
     boxes = {p: b for p in paths if (b := _beside(p))}
