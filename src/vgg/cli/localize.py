@@ -135,7 +135,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..eval import parse_scales
     from ..localize.data import box_index
-    from ..localize.evaluate import as_loc_net, full_protocol, simple_protocol
+    from ..localize.evaluate import (as_loc_net, full_protocol, fuse_results,
+                                     simple_protocol)
     from ..localize.merge import DEFAULT_MERGE_THRESHOLD
     from ..report import loc_table
     from .evaluate import _write_json
@@ -159,12 +160,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                    for n in nets]
     else:
         thr = DEFAULT_MERGE_THRESHOLD if args.threshold is None else args.threshold
-        results = []
-        if len(nets) > 1:
-            results += [full_protocol(n, args.classifier, index, scales, threshold=thr,
-                                      **common) for n in nets]
-        results.append(full_protocol(nets, args.classifier, index, scales, threshold=thr,
-                                     **common))
+        results = [full_protocol(n, args.classifier, index, scales, threshold=thr, **common)
+                   for n in nets]
+        if len(nets) > 1:  # Table 10: the union of the nets' boxes, merged (no net rerun)
+            results.append(fuse_results(results, [n.name for n in nets], thr))
     final = results[-1]
     print(loc_table(results, fmt="markdown" if args.markdown else "text"))
     extra = ""
@@ -236,13 +235,13 @@ def _register_fuse(sub: argparse._SubParsersAction) -> None:
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    from ..localize.evaluate import fuse_saved, load_saved
+    from ..localize.evaluate import fuse_results, load_saved
     from ..report import loc_table
     from .evaluate import _write_json
 
     check_outputs((args.json, "--json"), (args.save, "--save"))
     parts = [load_saved(p) for p in args.boxes]
-    fused = fuse_saved(args.boxes, args.threshold)
+    fused = fuse_results(parts, args.boxes, args.threshold)
     rows = parts + [fused] if len(parts) > 1 else [fused]
     print(loc_table(rows, fmt="markdown" if args.markdown else "text"))
     print(f"{fused.n_images} images, {len(parts)} input(s), merge threshold "

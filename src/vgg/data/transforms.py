@@ -44,7 +44,7 @@ _BILINEAR = Image.Resampling.BILINEAR
 class Geometry:
     """How a training crop was cut: the original image (w, h) rescaled to (nw, nh), the
     ``crop`` x ``crop`` window at (x0, y0) of the rescaled image, then mirrored when
-    ``flip``. :meth:`boxes` applies the same map to boxes in original pixels."""
+    ``flip`` (``vgg.localize.data`` moves boxes with the pixels by the same map)."""
 
     w: int
     h: int
@@ -54,17 +54,6 @@ class Geometry:
     y0: int
     crop: int
     flip: bool
-
-    def boxes(self, b: torch.Tensor) -> torch.Tensor:
-        """(N, 4) xyxy pixel-edge boxes of the original image -> the same boxes in the
-        crop's pixels (they may extend beyond the crop)."""
-        sx, sy = self.nw / self.w, self.nh / self.h
-        out = b.to(torch.float64) * torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
-        out = out - torch.tensor([self.x0, self.y0, self.x0, self.y0], dtype=torch.float64)
-        if self.flip:
-            out = torch.stack([self.crop - out[:, 2], out[:, 1], self.crop - out[:, 0],
-                               out[:, 3]], dim=1)
-        return out
 
 
 def rescale_size(w: int, h: int, s: int) -> tuple[int, int]:

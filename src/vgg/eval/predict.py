@@ -65,10 +65,11 @@ def quiet_skips(skipped: list[tuple[Path, str]], inputs: Sequence[str | os.PathL
     named = {Path(p) for p in inputs}
     errors, others = [], []
     for p, why in skipped:
-        (others if p not in named and why.startswith("not an image") else errors).append(p)
+        quiet = p not in named and why.startswith("not an image")
+        (others if quiet else errors).append((p, why))
     if others:
-        log.info("skipped %d file(s) that are not images (e.g. %s)", len(others), others[0])
-    return [(p, why) for p, why in skipped if p in set(errors)]
+        log.info("skipped %d file(s) that are not images (e.g. %s)", len(others), others[0][0])
+    return errors
 
 
 def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,

@@ -25,7 +25,8 @@ import torch
 from ..data.annotations import Box
 from ..data.folders import ImageIndex
 from ..errors import DataError
-from .boxes import encode, intersection_area, box_area
+from .boxes import (box_area, encode, hflip_boxes, intersection_area, scale_boxes,
+                    shift_boxes)
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,20 @@ class LocTrainTransform:
         out = self.base(src, rng)
         geo = out.pop("geometry")
         xy, cls = boxes_tensor(self.boxes.get(Path(src), []), self.classes)
-        target, label, valid = choose_target(geo.boxes(xy), cls, geo.crop, self.min_visible)
+        target, label, valid = choose_target(follow(xy, geo), cls, geo.crop, self.min_visible)
         out["box"] = encode(target[None], torch.tensor([0.0, 0.0, geo.crop],
                                                        dtype=torch.float64))[0].float()
         out["box_label"] = label
         out["box_valid"] = valid
         return out
+
+
+def follow(boxes: torch.Tensor, geo: Any) -> torch.Tensor:
+    """(N, 4) boxes of the original image -> the same boxes in the pixels of the crop that
+    ``geo`` (``vgg.data.transforms.Geometry``) describes: rescale, shift, mirror. They may
+    extend beyond the crop."""
+    out = shift_boxes(scale_boxes(boxes, geo.nw / geo.w, geo.nh / geo.h), -geo.x0, -geo.y0)
+    return hflip_boxes(out, geo.crop) if geo.flip else out
 
 
 def choose_target(boxes: torch.Tensor, labels: torch.Tensor, crop: int,

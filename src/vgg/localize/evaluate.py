@@ -46,7 +46,7 @@ from ..eval.evaluate import (EvalNet, RescaledImages, amp_context, as_net, check
 from ..eval.multicrop import center_crop
 from ..model import VGG
 from ..settings import MAX_BATCH, check_float, check_int, check_workers
-from .boxes import box_iou, decode
+from .boxes import box_iou, decode, hflip_boxes, scale_boxes
 from .data import boxes_tensor
 from .merge import DEFAULT_MERGE_THRESHOLD, greedy_merge
 
@@ -331,10 +331,8 @@ def _to_image(boxes: torch.Tensor, size: tuple[int, int], scaled: tuple[int, int
     """Boxes in the (possibly mirrored) rescaled image -> original image pixels."""
     nw, nh = scaled
     if flipped:
-        boxes = torch.stack([nw - boxes[..., 2], boxes[..., 1], nw - boxes[..., 0],
-                             boxes[..., 3]], dim=-1)
-    sx, sy = size[0] / nw, size[1] / nh
-    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+        boxes = hflip_boxes(boxes, nw)
+    return scale_boxes(boxes, size[0] / nw, size[1] / nh)
 
 
 def _params(out: torch.Tensor, head: str, classes: torch.Tensor | None) -> torch.Tensor:
@@ -417,9 +415,7 @@ def _l2_loss(params: torch.Tensor, gt: list[tuple[int, tuple[float, ...]]], labe
     if not same:
         return 0.0
     nw, nh = scaled
-    sx, sy = nw / size[0], nh / size[1]
-    b = torch.tensor(same, dtype=torch.float64) * torch.tensor([sx, sy, sx, sy],
-                                                               dtype=torch.float64)
+    b = scale_boxes(torch.tensor(same, dtype=torch.float64), nw / size[0], nh / size[1])
     x0, y0, side = (float(v) for v in window)
     inside = intersection_area(b, torch.tensor([x0, y0, x0 + side, y0 + side],
                                                dtype=torch.float64))
@@ -607,22 +603,22 @@ def _finish(protocol: str, locs: list[LocNet], scales: list[list[int]], index: A
         classifier=classifier, threshold=threshold, skipped=skipped)
 
 
-def fuse_saved(paths: Sequence[str | os.PathLike[str]],
-               threshold: float | None = None) -> LocResult:
-    """Table 10's fusion from saved full-protocol boxes: the union of the nets' raw boxes
-    merged again (per image and class), classes rated by the mean of the files'
-    classification posteriors. Also re-scores one file (e.g. with another merge
-    ``threshold``) without rerunning a net."""
-    parts = [load_saved(p) for p in paths]
+def fuse_results(parts: Sequence[LocResult], names: Sequence[str] | None = None,
+                 threshold: float | None = None) -> LocResult:
+    """Table 10's fusion of full-protocol results on the same images: the union of the
+    nets' raw boxes merged again (per image and class), classes rated by the mean of the
+    results' classification posteriors. With one result: re-scoring (e.g. another merge
+    ``threshold``). No net is run."""
     if not parts:
         raise VggError("nothing to fuse")
+    names = list(names) if names is not None else [f"result {i}" for i in range(len(parts))]
     ref = parts[0]
-    for p, path in zip(parts, paths):
+    for p, name in zip(parts, names):
         if p.protocol != "full" or p.posteriors is None or not p.raw:
-            raise VggError(f"{path} holds {p.protocol}-protocol boxes; fusion needs the full "
+            raise VggError(f"{name} holds {p.protocol}-protocol boxes; fusion needs the full "
                            f"protocol's (vgg localize evaluate --protocol full --save-boxes)")
         if p.classes != ref.classes or p.image_ids != ref.image_ids:
-            raise VggError(f"cannot fuse {paths[0]} and {path}: different classes or images")
+            raise VggError(f"cannot fuse {names[0]} and {name}: different classes or images")
     thr = ref.threshold if threshold is None else check_float("merge_threshold", threshold,
                                                               0.0, 100.0)
     post = np.mean([p.posteriors for p in parts], axis=0)  # type: ignore[misc]
@@ -641,3 +637,10 @@ def fuse_saved(paths: Sequence[str | os.PathLike[str]],
         mean_box=tuple(float(v) for v in np.mean([p.mean_box for p in parts], axis=0)),
         raw=raw, posteriors=post.astype(np.float32), classifier=ref.classifier,
         threshold=thr, skipped=ref.skipped)
+
+
+def fuse_saved(paths: Sequence[str | os.PathLike[str]],
+               threshold: float | None = None) -> LocResult:
+    """:func:`fuse_results` of boxes saved by :meth:`LocResult.save` (``vgg localize
+    fuse``)."""
+    return fuse_results([load_saved(p) for p in paths], [str(p) for p in paths], threshold)

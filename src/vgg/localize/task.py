@@ -58,23 +58,14 @@ class LocalisationTask(Task):
         self.mean_box = (0.5, 0.5)
         self.dropped: dict[str, int] = {}
 
-    def net_classes(self) -> list[str] | None:
-        """The classes of the net to start from (the classification checkpoint's)."""
-        if self.cfg.resume:
-            from ..train.checkpoint import load_run_state
-
-            return load_run_state(self.cfg.resume)[0].classes
-        if self.cfg.finetune_from:
-            from ..checkpoint import load_checkpoint
-
-            return load_checkpoint(self.cfg.finetune_from).classes
-        return None
-
-    def indexes(self) -> tuple[ImageIndex, ImageIndex]:
+    def indexes(self, net_classes: list[str] | None = None
+                ) -> tuple[ImageIndex, ImageIndex]:
+        """The images with boxes, labelled as positions in the classes of the net the run
+        starts from (the classification checkpoint) or resumes."""
         from .data import box_index, mean_box
 
         cfg = self.cfg
-        classes = self.net_classes()
+        classes = net_classes
         what = cfg.finetune_from or cfg.resume or "the net"
         train, self.dropped["train"] = box_index(cfg.data, "train", classes, cfg.boxes,
                                                  what=str(what))

@@ -252,16 +252,16 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(cfg.seed)
 
-        # data
-        self.train_index, self.val_index = self.task.indexes()
-        self.classes = list(self.train_index.classes)
-
-        # checkpoint to resume / start from, colour statistics, model, preprocessing
+        # checkpoint to resume / start from (read once), data, colour statistics, model
         self.resume_ckpt, self.resume_state = (load_run_state(cfg.resume)
                                                if cfg.resume else (None, None))
         self.source: Checkpoint | None = None
         if cfg.finetune_from or cfg.init_from:
             self.source = load_checkpoint(cfg.finetune_from or cfg.init_from)
+        start = self.resume_ckpt or self.source
+        self.train_index, self.val_index = self.task.indexes(
+            start.classes if start is not None else None)
+        self.classes = list(self.train_index.classes)
         self.model = self._build_model()
         if self.main:  # before the (possibly long) statistics pass
             check_writable(self.run_dir, estimate_checkpoint_bytes(self.model))
@@ -451,8 +451,7 @@ class Trainer:
     def _meta(self, val_err: float | None) -> dict[str, Any]:
         meta = {"train_scale": list(self.cfg.scale), "stats": self.stats.to_dict(),
                 "epoch": self.position.epoch, "global_step": self.position.global_step,
-                "val_top1_err" if self.task.primary == "val_top1_err" else self.task.primary:
-                    val_err,
+                self.task.primary: val_err,
                 "dataset": str(self.cfg.data), "test_scale": self.cfg.test_scale,
                 "run": str(self.run_dir)}
         return meta | self.task.meta(self)
@@ -468,10 +467,12 @@ class Trainer:
                 f"last good state. Check --lr (now {self._lr:g}), --weight-decay and "
                 f"--momentum")
 
-    def save_last(self) -> None:
+    def save_last(self, checked: bool = False) -> None:
+        """``RUN/last.pt``; ``checked``: the weights were just found finite."""
         if not self.main:
             return
-        self._check_weights()
+        if not checked:
+            self._check_weights()
         last_err = self.history[-1][self.task.primary] if self.history else None
         save_run_state(self.run_dir, self.model, meta=self._meta(last_err),
                        optimizer=self.optimizer, schedule=self.schedule.state_dict(),
@@ -688,7 +689,7 @@ class Trainer:
             if improved:
                 save_best(self.run_dir, self.model, self._meta(err))
             self.history.append(rec)
-            self.save_last()
+            self.save_last(checked=True)
             writers.record(rec, self.history)
             log.info("epoch %d/%d  lr %.1e  train loss %.4f err %.4f  val %s  %.0f img/s  "
                      "%d bad images skipped%s", epoch + 1, self.cfg.epochs, lr,

@@ -5,6 +5,7 @@ validation protocol. Classification (Sect. 3.1) is here; localisation (Appendix 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from .loop import Trainer
 
 
-class Task:
+class Task(ABC):
     """The interface the trainer uses. ``primary`` names the validation error (lower is
     better) that drives the schedule and picks ``best.pt``; ``train_error`` the error
     counted on the training batches; ``curves`` the (train, val) error keys to plot."""
@@ -34,8 +35,11 @@ class Task:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
 
-    def indexes(self) -> tuple[ImageIndex, ImageIndex]:
-        """(train, val) indexes of ``cfg.data``, with the same class list."""
+    def indexes(self, net_classes: list[str] | None = None
+                ) -> tuple[ImageIndex, ImageIndex]:
+        """(train, val) indexes of ``cfg.data``, with the same class list. ``net_classes``:
+        the classes of the checkpoint the run starts from or resumes, if any (a
+        classification run takes its classes from the data)."""
         from ..data.folders import index_split
 
         train = index_split(self.cfg.data, "train")  # type: ignore[arg-type]
@@ -52,15 +56,17 @@ class Task:
         scale = cfg.scale[0] if cfg.s_min == cfg.s_max else tuple(cfg.scale)
         return TrainTransform(cfg.crop, scale, flip=cfg.flip, colour_std=cfg.colour_std)
 
+    @abstractmethod
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(sum of the per-image losses, number of images counted right, number of
         images that count). Sums, not means: the trainer divides by the global batch so
         that accumulation and data parallelism give the same gradient."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self, trainer: Trainer) -> dict[str, float]:
-        raise NotImplementedError
+        """This epoch's validation numbers, summed over the processes (``primary`` among
+        them)."""
 
     def train_mode(self, model: VGG) -> None:
         model.train()
