@@ -22,7 +22,7 @@ T = TypeVar("T", int, float)
 
 # Sub-command modules, in the order `vgg --help` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "models", "data", "train", "evaluate", "fuse", "predict",
-                             "localize", "export")
+                             "localize", "transfer", "export")
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vgg",
         description="The VGG paper's system (Simonyan & Zisserman 2015): the six nets of "
                     "Table 1, the training recipe with scale jittering, dense / multi-crop / "
-                    "multi-scale testing, net fusion, and localisation (Appendix A).",
+                    "multi-scale testing, net fusion, localisation (Appendix A) and very deep "
+                    "features with linear SVMs (Appendix B).",
         epilog="Run `vgg COMMAND --help` for the flags of one command. "
                "Start with `vgg demo`.")
     parser.add_argument("--version", action="version", version=f"vgg {__version__}")

@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="smallest object extent / smaller image side (default 0.1)")
     y.add_argument("--max-object", type=float, default=0.9,
                    help="largest object extent / smaller image side (default 0.9)")
+    y.add_argument("--layout", choices=("folders", "voc"), default="folders",
+                   help="folders (default): OUT/train|val/<class>/; voc: a PASCAL VOC devkit "
+                        "year folder (JPEGImages/, Annotations/, ImageSets/Main/ with "
+                        "trainval/train/val/test lists; small objects marked difficult) for "
+                        "vgg transfer --protocol voc")
     y.add_argument("--workers", type=workers_count, default=None,
                    help="processes (default: the available cores)")
     add_progress_flag(y)
@@ -134,7 +139,8 @@ def _synth(args: argparse.Namespace) -> int:
                         multi=args.multi, min_side=args.min_side,
                         max_side=args.max_side, workers=args.workers,
                         progress=args.progress,
-                        object_size=(args.min_object, args.max_object))
+                        object_size=(args.min_object, args.max_object),
+                        layout=args.layout)
     return 0  # make_shapes_dataset logs "wrote N images of K classes to OUT"
 
 

@@ -138,6 +138,7 @@ class _Obj(NamedTuple):
     coords: tuple[float, float, float, float] | None
     where: str        # "object 2" / "row 14": where in the file
     problem: str | None = None
+    difficult: bool = False  # VOC's <difficult>1</difficult>: ignored when scoring
 
 
 @dataclass
@@ -192,7 +193,8 @@ def parse_voc_xml(path: str | Path) -> _Ann:
             vals = ", ".join(f"{t}={bb.findtext(t)!r}" for t in ("xmin", "ymin", "xmax", "ymax"))
             ann.objects.append(_Obj(name, None, where, f"bad <bndbox> numbers ({vals})"))
             continue
-        ann.objects.append(_Obj(name, coords, where))  # type: ignore[arg-type]
+        hard = (obj.findtext("difficult") or "0").strip() in ("1", "true", "True")
+        ann.objects.append(_Obj(name, coords, where, None, hard))  # type: ignore[arg-type]
     return ann
 
 
@@ -215,13 +217,16 @@ def read_voc_xml(path: str | Path) -> list[Box]:
 
 
 def write_voc_xml(path: str | Path, filename: str, size: tuple[int, int],
-                  boxes: list[Box], folder: str = "") -> None:
-    """Write a VOC annotation (inverse of ``read_voc_xml``: 1-based inclusive integers)."""
+                  boxes: list[Box], folder: str = "",
+                  difficult: Sequence[bool] | None = None) -> None:
+    """Write a VOC annotation (inverse of ``read_voc_xml``: 1-based inclusive integers);
+    ``difficult[i]`` marks box i as VOC's "difficult" (left out of the scores)."""
     lines = ["<annotation>", f"  <folder>{folder}</folder>", f"  <filename>{filename}</filename>",
              f"  <size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"]
-    for b in boxes:
+    hard = list(difficult) if difficult is not None else [False] * len(boxes)
+    for b, d in zip(boxes, hard):
         lines += ["  <object>", f"    <name>{b.name}</name>", "    <pose>Unspecified</pose>",
-                  "    <truncated>0</truncated>", "    <difficult>0</difficult>",
+                  "    <truncated>0</truncated>", f"    <difficult>{int(bool(d))}</difficult>",
                   f"    <bndbox><xmin>{int(round(b.x0)) + 1}</xmin><ymin>{int(round(b.y0)) + 1}"
                   f"</ymin><xmax>{int(round(b.x1))}</xmax><ymax>{int(round(b.y1))}</ymax>"
                   "</bndbox>", "  </object>"]

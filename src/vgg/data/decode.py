@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -70,6 +71,30 @@ def sniff_image_format(path: str | Path) -> str | None:
         return "PNM"
     return None
 
+class Region(NamedTuple):
+    """A box of an image file, usable wherever an image path is (``image_size``,
+    ``decode_with_size`` and so every transform): the region's pixels are the image.
+    ``box`` = (x0, y0, x1, y1) in 0-based pixel edges (``vgg.data.annotations.Box``'s
+    convention), rounded to whole pixels and clipped to the image when read; a box with
+    no pixel inside the image is a bad image (``BadImageError``), reported like one."""
+
+    path: Path
+    box: tuple[float, float, float, float]
+
+    def __str__(self) -> str:
+        return f"{self.path}[{','.join(f'{v:g}' for v in self.box)}]"
+
+    def pixels(self, w: int, h: int) -> tuple[int, int, int, int]:
+        """The whole-pixel window of the box inside a ``w`` x ``h`` image."""
+        x0, y0, x1, y1 = self.box
+        win = (min(max(int(round(x0)), 0), w), min(max(int(round(y0)), 0), h),
+               min(max(int(round(x1)), 0), w), min(max(int(round(y1)), 0), h))
+        if win[2] <= win[0] or win[3] <= win[1]:
+            raise BadImageError(self.path, f"box {self.box} has no pixel inside the "
+                                           f"{w}x{h} image")
+        return win
+
+
 _ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
            UnidentifiedImageError, Image.DecompressionBombError, MemoryError)
 
@@ -101,13 +126,18 @@ def _open(path: str | Path) -> Image.Image:
     return img
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding pixels."""
-    img = _open(path)
+def image_size(path: str | Path | Region) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding pixels (of the box, for a
+    ``Region``)."""
+    img = _open(path.path if isinstance(path, Region) else path)
     try:
-        return img.size
+        size = img.size
     finally:
         img.close()
+    if isinstance(path, Region):
+        x0, y0, x1, y1 = path.pixels(*size)
+        return x1 - x0, y1 - y0
+    return size
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -164,10 +194,15 @@ def decode_image(path: str | Path, target_min_side: int | None = None) -> Image.
     return decode_with_size(path, target_min_side)[0]
 
 
-def decode_with_size(path: str | Path, target_min_side: int | None = None
+def decode_with_size(path: str | Path | Region, target_min_side: int | None = None
                      ) -> tuple[Image.Image, int, int]:
     """``decode_image`` plus the original (width, height) from the header (the decoded
-    image is smaller when the JPEG draft applied)."""
+    image is smaller when the JPEG draft applied). A ``Region`` decodes its whole image
+    (no draft) and returns the box's pixels and size."""
+    if isinstance(path, Region):
+        full, w, h = decode_with_size(path.path)
+        x0, y0, x1, y1 = path.pixels(w, h)
+        return full.crop((x0, y0, x1, y1)), x1 - x0, y1 - y0
     img = _open(path)
     w, h = img.size
     try:

@@ -69,7 +69,8 @@ class ImageIndex:
     name (folder name / wnid / annotation class); ``class_names`` maps them to
     human-readable names; ``boxes`` maps a path to its usable objects and ``box_report``
     says what loading them found; ``multilabels[i]`` lists every class index present in
-    image i (multi-label sets only)."""
+    image i (multi-label sets only); ``difficult[i]`` the classes image i holds only as
+    VOC "difficult" objects (neither positive nor negative when scoring; VOC sets)."""
 
     samples: list[tuple[Path, int]]
     classes: list[str]
@@ -79,6 +80,7 @@ class ImageIndex:
     multilabels: list[list[int]] | None = None
     meta: dict[str, str] = field(default_factory=dict)
     box_report: BoxReport | None = None
+    difficult: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -116,8 +118,9 @@ class ImageIndex:
         boxes = None if self.boxes is None else {
             p: self.boxes[p] for p, _ in samples if p in self.boxes}
         ml = None if self.multilabels is None else [self.multilabels[i] for i in idx]
+        hard = None if self.difficult is None else [self.difficult[i] for i in idx]
         return ImageIndex(samples, list(self.classes), self.root, self.class_names, boxes,
-                          ml, dict(self.meta))
+                          ml, dict(self.meta), difficult=hard)
 
 
 # ------------------------------------------------------------------ finding image files
@@ -533,9 +536,16 @@ def index_voc(root: str | Path, split: str, classes: list[str] | None = None) ->
                                "no XML in Annotations/ for this image"))
     pos = {c: k for k, c in enumerate(classes)}
     boxes = index.boxes or {}
-    multi = [sorted({pos[b.name] for b in boxes.get(p, [])}) for p in paths]
-    index.samples = [(p, ks[0] if ks else 0) for p, ks in zip(paths, multi)]
+    present = [sorted({pos[b.name] for b in boxes.get(p, [])}) for p in paths]
+    # the VOC devkit's classification labels: an image is a positive of a class when it
+    # holds a non-difficult object of it; holding only difficult ones, it is ignored (0)
+    easy = [{pos[o.name] for o in anns[p].objects if o.name in pos and o.coords is not None
+             and not o.difficult} if p in anns else set() for p in paths]
+    multi = [[k for k in ks if k in e] for ks, e in zip(present, easy)]
+    index.samples = [(p, ks[0] if ks else (all_[0] if all_ else 0))
+                     for p, ks, all_ in zip(paths, multi, present)]
     index.multilabels = multi
+    index.difficult = [[k for k in ks if k not in e] for ks, e in zip(present, easy)]
     return index
 
 

@@ -6,6 +6,16 @@
     out/annotations/train/<class>/<class>_00000.xml ...   (PASCAL VOC, one per image)
     out/synth.json                                        (the parameters used)
 
+or, with ``layout="voc"``, a PASCAL VOC devkit year folder (``vgg transfer --protocol voc``
+reads it like VOCdevkit/VOC2007)::
+
+    out/JPEGImages/<id>.jpg   out/Annotations/<id>.xml   out/synth.json
+    out/ImageSets/Main/{trainval,train,val,test}.txt + <class>_<split>.txt (1 / -1 / 0)
+
+where the training images make trainval (every 5th of them val, the rest train) and the
+validation images make test; an object smaller than 15% of the image's smaller side is
+marked ``<difficult>``, so the devkit's "difficult" rule is exercised too.
+
 Each image has its own size (sides drawn in [min_side, max_side], so aspect ratios vary)
 and a textured background (colour gradient, low-frequency blotches, stripes or noise)
 with distractor lines and scribbles that are not class shapes. A single-label image holds
@@ -213,9 +223,16 @@ def _overlap(a: tuple[float, ...], b: Box) -> float:
     return iw * ih / max(small, 1e-9)
 
 
-def _make_one(job: tuple) -> None:
+# VOC layout: an object whose larger extent is below this fraction of the smaller image
+# side is marked <difficult> (VOC marks objects hard to recognise; they are not scored)
+DIFFICULT_EXTENT = 0.15
+# VOC layout: every VAL_EVERY-th training image goes to ImageSets/Main/val.txt
+VAL_EVERY = 5
+
+
+def _make_one(job: tuple) -> tuple[str, str, list[tuple[str, bool]]]:
     (out, split, split_code, names, c, i, seed, multi, min_side, max_side, quality,
-     object_size) = job
+     object_size, layout, vid) = job
     rng = np.random.default_rng([seed, split_code, c, i, int(multi)])
     w, h = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
     if multi:
@@ -225,11 +242,42 @@ def _make_one(job: tuple) -> None:
     else:
         picked = [c]
     img, boxes = render_image([names[k] for k in picked], w, h, rng, object_size)
+    if layout == "voc":
+        hard = [max(b.x1 - b.x0, b.y1 - b.y0) < DIFFICULT_EXTENT * min(w, h) for b in boxes]
+        img.save(Path(out) / "JPEGImages" / f"{vid}.jpg", "JPEG", quality=quality)
+        write_voc_xml(Path(out) / "Annotations" / f"{vid}.xml", f"{vid}.jpg", (w, h), boxes,
+                      folder="VOC", difficult=hard)
+        return split, vid, [(b.name, d) for b, d in zip(boxes, hard)]
     stem = f"{names[c]}_{i:05d}"
     img_dir = Path(out) / split / names[c]
     img.save(img_dir / f"{stem}.jpg", "JPEG", quality=quality)
     write_voc_xml(Path(out) / "annotations" / split / names[c] / f"{stem}.xml",
                   f"{stem}.jpg", (w, h), boxes, folder=f"{split}/{names[c]}")
+    return split, stem, [(b.name, False) for b in boxes]
+
+
+def _write_voc_lists(out: Path, names: list[str],
+                     made: list[tuple[str, str, list[tuple[str, bool]]]]) -> None:
+    """ImageSets/Main of a VOC devkit: train/val/trainval/test.txt and, per class,
+    <class>_<split>.txt with the devkit's 1 / -1 / 0 (only difficult objects) labels."""
+    main = out / "ImageSets" / "Main"
+    main.mkdir(parents=True, exist_ok=True)
+    made = sorted(made, key=lambda m: m[1])
+    trainval = [m for m in made if m[0] == "train"]
+    sets = {"trainval": trainval, "test": [m for m in made if m[0] == "val"],
+            "train": [m for k, m in enumerate(trainval) if k % VAL_EVERY],
+            "val": [m for k, m in enumerate(trainval) if not k % VAL_EVERY]}
+    for split, items in sets.items():
+        if not items:
+            continue
+        (main / f"{split}.txt").write_text("".join(f"{vid}\n" for _, vid, _ in items))
+        for name in names:
+            lines = []
+            for _, vid, objs in items:
+                mine = [d for n, d in objs if n == name]
+                flag = -1 if not mine else (0 if all(mine) else 1)
+                lines.append(f"{vid} {flag:2d}\n")
+            (main / f"{name}_{split}.txt").write_text("".join(lines))
 
 
 def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int = 260,
@@ -237,11 +285,14 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
                         min_side: int = 64, max_side: int = 160, quality: int = 90,
                         workers: int | None = None,
                         object_size: tuple[float, float] = (0.1, 0.9),
-                        progress: bool = False) -> Path:
+                        progress: bool = False, layout: str = "folders") -> Path:
     """Write the shapes dataset to ``out`` (see the module docstring) and return ``out``.
     ``object_size``: the range of an object's larger extent, as a fraction of the smaller
     image side (multi-label images cap it at 0.55). ``workers=None`` uses up to the
-    available cores (0 = in this process)."""
+    available cores (0 = in this process). ``layout="voc"`` writes the same images as a
+    VOC devkit year folder instead (see the module docstring)."""
+    if layout not in ("folders", "voc"):
+        raise ConfigError(f"unknown layout {layout!r}: folders or voc")
     if not 2 <= classes <= len(SHAPE_NAMES):
         raise ConfigError(f"--classes must be in 2..{len(SHAPE_NAMES)}, got {classes}")
     if train_per_class < 0 or val_per_class < 0 or train_per_class + val_per_class == 0:
@@ -253,13 +304,18 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
     out = Path(out)
     names = list(SHAPE_NAMES[:classes])
     jobs = []
+    if layout == "voc":
+        (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        (out / "Annotations").mkdir(parents=True, exist_ok=True)
     for split, code, n in (("train", 0, train_per_class), ("val", 1, val_per_class)):
         for c, name in enumerate(names):
-            if n:
+            if n and layout == "folders":
                 (out / split / name).mkdir(parents=True, exist_ok=True)
                 (out / "annotations" / split / name).mkdir(parents=True, exist_ok=True)
+            # VOC ids: six digits, images of one split interleaved across classes
             jobs += [(str(out), split, code, names, c, i, seed, multi, min_side, max_side,
-                      quality, tuple(object_size)) for i in range(n)]
+                      quality, tuple(object_size), layout,
+                      f"{code * 500000 + i * len(names) + c + 1:06d}") for i in range(n)]
     if workers is None:
         try:
             workers = len(os.sched_getaffinity(0))
@@ -268,19 +324,23 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
         workers = min(workers, max(1, len(jobs) // 64))
     from ..progress import Progress
 
+    made = []
     with Progress(len(jobs), "shapes dataset", "img", enabled=progress) as bar:
         if workers > 1:
             with mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
-                for _ in pool.imap_unordered(_make_one, jobs, chunksize=32):
+                for m in pool.imap_unordered(_make_one, jobs, chunksize=32):
+                    made.append(m)
                     bar.update(1)
         else:
             for j in jobs:
-                _make_one(j)
+                made.append(_make_one(j))
                 bar.update(1)
+    if layout == "voc":
+        _write_voc_lists(out, names, made)
     params = {"classes": names, "train_per_class": train_per_class,
               "val_per_class": val_per_class, "seed": seed, "multi": multi,
               "min_side": min_side, "max_side": max_side, "quality": quality,
-              "object_size": list(object_size)}
+              "object_size": list(object_size), "layout": layout}
     (out / "synth.json").write_text(json.dumps(params, indent=2) + "\n")
     log.info("wrote %d images of %d classes to %s", len(jobs), classes, out)
     return out

@@ -500,8 +500,11 @@ class RescaledImages:
 
     def __init__(self, index: Any, batch_size: int, workers: int, dev: torch.device,
                  progress: bool, on_bad: Callable[[str, str], None] | None = None) -> None:
+        from ..data.decode import Region
+
         self.index = index
-        self.paths = [Path(p) for p, _ in index.samples]
+        # a sample may be a box of an image (``Region``: box-level features)
+        self.paths = [p if isinstance(p, Region) else Path(p) for p, _ in index.samples]
         self.batch_size, self.workers, self.dev = batch_size, workers, dev
         self.progress = progress
         self.on_bad = on_bad or _warn_bad
@@ -513,14 +516,18 @@ class RescaledImages:
     def ok_rows(self) -> list[int]:
         return [i for i, s in enumerate(self.sizes) if s is not None and i not in self.bad]
 
-    def batches(self, q: int, desc: str
+    def batches(self, q: int, desc: str, rows: Sequence[int] | None = None
                 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """(rows (n,) int64 numpy, images uint8 (n, 3, H, W) on the device) per batch of
-        images rescaled so that their smaller side is ``q``."""
+        images rescaled so that their smaller side is ``q``; only ``rows`` when given
+        (the rest of an interrupted pass)."""
         from ..data.loaders import ImageDataset
         from ..data.transforms import RescaleTransform, rescale_size
 
         rows_ok = self.ok_rows
+        if rows is not None:
+            wanted = set(int(r) for r in rows)
+            rows_ok = [r for r in rows_ok if r in wanted]
         rescaled = [rescale_size(*self.sizes[i], q) for i in rows_ok]  # type: ignore[misc]
         buckets = [[rows_ok[i] for i in b] for b in size_buckets(rescaled, self.batch_size)]
         dataset = ImageDataset(self.index, RescaleTransform(q), check=False)

@@ -110,3 +110,88 @@ def summarize(posteriors: np.ndarray, labels: np.ndarray, classes: Sequence[str]
         "per_class": per_class_accuracy(posteriors, labels, classes),
         "confused_pairs": confused_pairs(posteriors, labels, classes, confused),
     }
+
+
+# ---------------------------------------------------------------- transfer (Appendix B)
+
+AP_KINDS = ("voc07_11point", "area")
+
+
+def precision_recall(scores: np.ndarray, positive: np.ndarray,
+                     ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall after each image in order of decreasing score, as the VOC
+    devkit computes them: images in ``ignore`` (VOC's "difficult"-only, label 0) are left
+    out; ties keep the given order (a stable sort). A non-finite score ranks last."""
+    s = np.asarray(scores, dtype=np.float64)
+    pos = np.asarray(positive, dtype=bool)
+    if s.shape != pos.shape or s.ndim != 1:
+        raise ValueError(f"scores and labels must be (N,), got {s.shape} and {pos.shape}")
+    keep = ~np.asarray(ignore, dtype=bool) if ignore is not None else np.ones_like(pos)
+    s, pos = s[keep], pos[keep]
+    s = np.where(np.isfinite(s), s, -np.inf)
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(pos[order])
+    fp = np.cumsum(~pos[order])
+    n_pos = int(pos.sum())
+    recall = tp / n_pos if n_pos else np.zeros(len(tp))
+    precision = tp / np.maximum(tp + fp, 1)
+    return precision, recall
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray,
+                      ignore: np.ndarray | None = None, kind: str = "voc07_11point") -> float:
+    """Average precision of one class over images (NaN when it has no positive).
+
+    ``kind="voc07_11point"``: VOC-2007's devkit, the mean over recall thresholds
+    t = 0, 0.1, ..., 1 of the highest precision at recall >= t. ``kind="area"``: VOC-2010
+    and later, the area under the precision-recall curve after precision is made
+    monotone (each precision replaced by the highest precision at any higher recall)."""
+    precision, recall = precision_recall(scores, positive, ignore)
+    if not np.asarray(positive, bool)[~np.asarray(ignore, bool) if ignore is not None
+                                       else slice(None)].any():
+        return float("nan")
+    if kind == "voc07_11point":
+        ap = 0.0
+        for t in np.linspace(0.0, 1.0, 11):
+            above = precision[recall >= t - 1e-12]
+            ap += float(above.max()) if above.size else 0.0
+        return ap / 11.0
+    if kind == "area":
+        mrec = np.concatenate([[0.0], recall, [1.0]])
+        mpre = np.concatenate([[0.0], precision, [0.0]])
+        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+        step = np.nonzero(mrec[1:] != mrec[:-1])[0]
+        return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
+    raise ValueError(f"unknown AP kind {kind!r}; choose from {', '.join(AP_KINDS)}")
+
+
+def class_average_precisions(scores: np.ndarray, targets: np.ndarray,
+                             ignore: np.ndarray | None = None,
+                             kind: str = "voc07_11point") -> np.ndarray:
+    """(K,) AP of every class: ``scores`` (N, K), ``targets`` (N, K) multi-hot,
+    ``ignore`` (N, K) True where image n is neither positive nor negative for class k."""
+    s, t = np.asarray(scores), np.asarray(targets)
+    if s.shape != t.shape or s.ndim != 2:
+        raise ValueError(f"scores and targets must both be (N, K), got {s.shape}, {t.shape}")
+    return np.array([average_precision(s[:, k], t[:, k] > 0,
+                                       None if ignore is None else np.asarray(ignore)[:, k],
+                                       kind) for k in range(s.shape[1])])
+
+
+def class_recalls(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(K,) fraction of each class's images whose top-1 class is right (NaN for a class
+    with no image): the terms of Caltech's mean class recall."""
+    p, y = _check(scores, labels)
+    pred = predictions(p)
+    k = p.shape[1]
+    hits = np.bincount(y[pred == y], minlength=k).astype(np.float64)
+    n = np.bincount(y, minlength=k).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, hits / np.maximum(n, 1), np.nan)
+
+
+def mean_class_recall(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Caltech-101/256's metric: the mean over classes (with test images) of the recall
+    of each class, so that large classes do not dominate."""
+    r = class_recalls(scores, labels)
+    return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")

@@ -1,0 +1,247 @@
+"""``vgg features`` and ``vgg transfer``: very deep features on other datasets (Appendix B)
+— dense multi-scale descriptors of fixed nets, linear SVMs, VOC mAP and Caltech mean
+class recall, box-level classification (Table 12)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import (add_device_flag, add_progress_flag, check_outputs, positive_int,
+               workers_count)
+
+LAYER_HELP = ("the map to pool: relu7 (default; the penultimate layer, FC7 after its ReLU, "
+              "4096-D at full size), relu6, fc7, or a conv layer such as relu5_3")
+
+
+def _add_extract_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scales", default=None, metavar="Q,Q,...",
+                   help="test scales (smaller image side); default Appendix B's, scaled by "
+                        "crop/224: 256,384,512,640,768 to average (VOC), 256,384,512 to "
+                        "stack (Caltech)")
+    p.add_argument("--layer", default="relu7", metavar="NAME", help=LAYER_HELP)
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="do not average with the mirror image's descriptor")
+    p.add_argument("--batch", type=positive_int, default=16,
+                   help="images per batch (of one rescaled size; default 16)")
+    p.add_argument("--workers", type=workers_count, default=None,
+                   help="data loading processes (default: up to 4)")
+    add_device_flag(p)
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the shards of an interrupted extraction instead of "
+                        "continuing it")
+    add_progress_flag(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "features", help="Appendix B image descriptors (dense, multi-scale) to a .npz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="One descriptor per image: the net without its last FC layer applied "
+                    "densely\nto the image rescaled to each Q, the penultimate map "
+                    "global-average-pooled,\naveraged with the mirror image's; the scales "
+                    "averaged or stacked; L2-normalised.\nTwo nets: their descriptors "
+                    "stacked. Shards are written to OUT.parts/ as it goes:\nrerun the same "
+                    "command after an interruption to continue.",
+        epilog="examples:\n"
+               "  vgg features D.pt --data 101_ObjectCategories --combine stack --out c101.npz\n"
+               "  vgg features D.pt E.pt --data VOCdevkit/VOC2007 --split trainval "
+               "--out voc-trainval.npz\n"
+               "  vgg transfer voc-trainval.npz --test voc-test.npz   # SVMs, no net rerun")
+    f.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help="checkpoint(s): any head (the last FC layer is not used)")
+    f.add_argument("--data", required=True, metavar="DIR",
+                   help="class folders (DIR/<class>/...), or a dataset with splits (then give "
+                        "--split), e.g. a VOC year folder")
+    f.add_argument("--split", default=None, metavar="NAME",
+                   help="split of DIR: a folder DIR/NAME, a VOC ImageSets/Main/NAME.txt, a "
+                        "list file (default: DIR itself holds the class folders)")
+    f.add_argument("--combine", choices=("average", "stack"), default="average",
+                   help="combine the scales by averaging (default; VOC) or stacking (Caltech)")
+    f.add_argument("--boxes", action="store_true",
+                   help="describe every annotated box (its region of the image) instead of "
+                        "whole images (box-level classification, Table 12)")
+    f.add_argument("--out", required=True, metavar="OUT.npz", help="features file to write")
+    _add_extract_flags(f)
+    f.set_defaults(func=run_features)
+
+    t = sub.add_parser(
+        "transfer", help="linear SVMs on very deep features: VOC mAP, Caltech mean class "
+                         "recall (Table 11), box-level classification (Table 12)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Appendix B end to end: descriptors of fixed nets (as `vgg features`), "
+                    "one-vs-rest\nlinear SVMs (scikit-learn) with C chosen on 20% of the "
+                    "training images held out,\nthen the dataset's metric, beside the same "
+                    "pipeline on randomly initialised nets\nof the same architectures (what "
+                    "the trained features add).\n\n"
+                    "protocols:\n"
+                    "  voc      VOC year folder: train on trainval, test on test (train/val "
+                    "when the\n           test images have no annotations); per-class AP, "
+                    "mAP 11-point and area\n"
+                    "  caltech  class folders (Caltech-101/256): --splits random splits of "
+                    "30 (60 for\n           256 classes) training and up to 50 test images "
+                    "per class; mean class\n           recall, mean and std over splits\n"
+                    "  classes  the same on any class-folder tree (give --train-per-class)\n"
+                    "  boxes    every annotated box a sample: whole-image descriptor alone, "
+                    "and stacked\n           with the box's (Table 12); mAP\n"
+                    "Given .npz features (from `vgg features`) instead of checkpoints, the "
+                    "SVMs run on\nthem: --test FILE, or random splits of one file.",
+        epilog="examples:\n"
+               "  vgg transfer D.pt E.pt --data VOCdevkit/VOC2007 --json voc.json\n"
+               "  vgg transfer D.pt --data 101_ObjectCategories --protocol caltech "
+               "--splits 3\n"
+               "  vgg transfer train.npz --test test.npz --json out.json")
+    t.add_argument("sources", nargs="+", metavar="CKPT|FEATS.npz",
+                   help="checkpoint(s), or one features file")
+    t.add_argument("--data", default=None, metavar="DIR", help="the dataset (with checkpoints)")
+    t.add_argument("--protocol", choices=("voc", "caltech", "classes", "boxes"), default=None,
+                   help="default: voc for a VOC year folder, else caltech")
+    t.add_argument("--test", default=None, metavar="FEATS.npz",
+                   help="test features (with a training features file)")
+    t.add_argument("--train-per-class", type=positive_int, default=None, metavar="N",
+                   help="training images per class per split (caltech: 30, or 60 for "
+                        "Caltech-256)")
+    t.add_argument("--test-per-class", type=positive_int, default=50, metavar="N",
+                   help="at most N test images per class (default 50)")
+    t.add_argument("--splits", type=positive_int, default=3, help="random splits (default 3)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the splits, the held-out "
+                                                        "20%% and the random nets")
+    t.add_argument("--combine", choices=("average", "stack"), default=None,
+                   help="default: average for voc and boxes, stack for caltech/classes")
+    t.add_argument("--C", dest="C", default=None, metavar="C,C,...",
+                   help="SVM regularisation values to choose from on the held-out 20%% "
+                        "(default 0.01,0.1,1,10,100)")
+    t.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the random-init baseline (halves the extraction time)")
+    t.add_argument("--features-dir", default=None, metavar="DIR",
+                   help="keep the descriptors here (resumable; reused by a rerun)")
+    t.add_argument("--jobs", type=positive_int, default=None,
+                   help="processes fitting SVMs (default: all cores)")
+    t.add_argument("--json", default=None, metavar="OUT.json", help="write the results as JSON")
+    t.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="precision-recall curves per class (AP protocols; default: beside "
+                        "--json)")
+    _add_extract_flags(t)
+    t.set_defaults(func=run_transfer)
+
+
+def _scales(text: str | None) -> list[int] | None:
+    from ..eval import parse_scales
+
+    return parse_scales(text) if text is not None else None
+
+
+def _c_grid(text: str | None) -> list[float]:
+    from ..errors import ConfigError
+    from ..transfer.svm import C_GRID
+
+    if text is None:
+        return list(C_GRID)
+    try:
+        grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--C takes numbers separated by commas, got {text!r}") from None
+    if not grid or any(not (0 < c < 1e9) for c in grid):
+        raise ConfigError(f"--C values must be positive and finite, got {text!r}")
+    return grid
+
+
+def _index(data: str, split: str | None, boxes: bool):  # noqa: ANN202
+    from ..data.folders import index_folder, index_split, load_boxes
+    from ..errors import DataError
+
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    if split is None:
+        if (root / "ImageSets" / "Main").is_dir():
+            raise DataError(f"{root} is a VOC year folder: give --split (trainval, test, ...)")
+        index = index_folder(root)
+    else:
+        index = index_split(root, split)
+    if boxes and index.boxes is None:
+        load_boxes(index, split=split)
+    return index
+
+
+def run_features(args: argparse.Namespace) -> int:
+    from ..transfer.features import as_feature_net, extract_features
+    from ..transfer.protocols import box_index
+
+    check_outputs((args.out, "--out"))
+    nets = [as_feature_net(c, i) for i, c in enumerate(args.checkpoints)]
+    index = _index(args.data, args.split, args.boxes)
+    ids = None
+    if args.boxes:
+        index, ids, _ = box_index(index)
+    feats = extract_features(nets, index, _scales(args.scales), args.combine, args.layer,
+                             args.flip, args.batch, args.device, args.workers, amp=args.amp,
+                             progress=args.progress, out=args.out, restart=args.restart,
+                             ids=ids, desc="boxes" if args.boxes else "features")
+    skipped = f", {len(feats.skipped)} unreadable left out" if feats.skipped else ""
+    print(f"{len(feats)} descriptors of {feats.dim} dimensions ({args.layer}, Q "
+          f"{','.join(map(str, feats.meta['scales']))}, {args.combine}){skipped}: {args.out}")
+    return 0
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..transfer import protocols as P
+    from ..transfer.features import Features, as_feature_net
+
+    plot = args.plot or (str(Path(args.json).with_suffix("")) + "-pr.png" if args.json
+                         else None)
+    check_outputs((args.json, "--json"), (plot, "--plot"))
+    grid = _c_grid(args.C)
+    given_features = args.sources[0].endswith(".npz")
+    if given_features:
+        if len(args.sources) > 1:
+            raise ConfigError("give one training features file (and --test FILE)")
+        if args.data is not None:
+            raise ConfigError("--data is for checkpoints; features files carry their images")
+        train = Features.load(args.sources[0])
+        test = Features.load(args.test) if args.test else None
+        report = P.run_saved(train, test, train_per_class=args.train_per_class,
+                             test_per_class=args.test_per_class, splits=args.splits,
+                             seed=args.seed, C_grid=grid, jobs=args.jobs,
+                             train_name=args.sources[0], test_name=args.test or "")
+    else:
+        if args.test is not None:
+            raise ConfigError("--test takes a features file; with checkpoints give --data")
+        if args.data is None:
+            raise ConfigError("give --data DIR (the dataset to transfer to)")
+        data = Path(args.data)
+        protocol = args.protocol or ("voc" if (data / "ImageSets" / "Main").is_dir()
+                                     else "caltech")
+        nets = [as_feature_net(c, i) for i, c in enumerate(args.sources)]
+        opts = P.ExtractOptions(
+            scales=_scales(args.scales),
+            combine=args.combine or ("stack" if protocol in ("caltech", "classes")
+                                     else "average"),
+            layer=args.layer, flip=args.flip, batch_size=args.batch, device=args.device,
+            workers=args.workers, amp=args.amp, progress=args.progress,
+            cache=Path(args.features_dir) if args.features_dir else None,
+            restart=args.restart)
+        common = {"baseline": args.baseline, "seed": args.seed, "C_grid": grid,
+                  "jobs": args.jobs}
+        if protocol == "voc":
+            report = P.run_voc(nets, data, opts, **common)
+        elif protocol == "boxes":
+            report = P.run_boxes(nets, data, opts, **common)
+        else:
+            if protocol == "classes" and args.train_per_class is None:
+                raise ConfigError("--protocol classes needs --train-per-class")
+            report = P.run_splits(nets, data, opts, train_per_class=args.train_per_class,
+                                  test_per_class=args.test_per_class, splits=args.splits,
+                                  protocol=protocol, **common)
+    print(report.table())
+    if args.json:
+        from .evaluate import _write_json
+
+        _write_json(args.json, report.to_json())
+        print(f"results: {args.json}")
+    if plot and report.plot(plot):
+        print(f"precision-recall curves: {plot}")
+    return 0

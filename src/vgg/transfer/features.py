@@ -1,0 +1,505 @@
+"""Very deep features (Appendix B): dense multi-scale image descriptors of a fixed net.
+
+The descriptor of an image, for one net: the net without its last FC layer applied
+densely (fully-convolutional, Sect. 3.2) to the whole image rescaled to smallest side Q;
+the penultimate map (relu7: ``fc_width`` channels, 4096 at full size; ``layer`` may name
+another, such as relu5_3) global-average-pooled; averaged with the descriptor of the
+mirror image. The per-Q descriptors are combined by averaging (the paper's VOC setting)
+or stacking (Caltech), then L2-normalised. Several nets: each net's descriptor
+L2-normalised, the nets stacked, the whole L2-normalised again (the paper's fusion by
+stacking, with every net weighted alike).
+
+The data half is the evaluators' (:class:`vgg.eval.evaluate.RescaledImages`: one decode
+and rescale per image and Q, batches of one rescaled size, bad files reported once and
+left out). Extraction writes shards (``OUT.parts/``) as it goes, and a rerun with the
+same settings continues where an interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import Checkpoint, atomic_write, load_checkpoint
+from ..devices import pick_device
+from ..errors import ConfigError, DataError, VggError
+from ..model import HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs
+from ..settings import MAX_BATCH, check_int, check_workers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAYER = "relu7"             # the penultimate layer: FC7 after its ReLU
+COMBINES = ("average", "stack")
+PAPER_CROP = 224
+# Appendix B's test scales: VOC (descriptors averaged over Q), Caltech (stacked)
+PAPER_SCALES = {"average": (256, 384, 512, 640, 768), "stack": (256, 384, 512)}
+FORMAT = "vgg-features"
+SHARD_IMAGES = 256                  # a shard is written every this many images
+MIN_CONV_SIDE = 32                  # a conv layer needs pool5's input to keep a pixel
+
+
+# ---------------------------------------------------------------------------- the nets
+
+@dataclass
+class FeatureNet:
+    """A net to describe images with, and where it came from (``name``)."""
+
+    model: VGG
+    name: str
+    identity: str = ""  # what the shard manifest compares: file + size + time, or weights
+
+    @property
+    def crop(self) -> int:
+        return self.model.config.crop
+
+
+def _weights_identity(model: VGG) -> str:
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            t = t.detach().float().cpu()
+            h.update(f"{name}{tuple(t.shape)}{float(t.sum()):.6e}{float(t.abs().sum()):.6e}"
+                     .encode())
+    return h.hexdigest()[:16]
+
+
+def as_feature_net(obj: VGG | Checkpoint | FeatureNet | str | os.PathLike[str],
+                   index: int = 0) -> FeatureNet:
+    """A checkpoint path (any head: the last FC layer is not used), ``Checkpoint``, ``VGG``
+    or ``FeatureNet`` -> ``FeatureNet``."""
+    if isinstance(obj, FeatureNet):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        ckpt = load_checkpoint(path)
+        st = path.stat()
+        return FeatureNet(ckpt.build_model(), str(path), f"{path.resolve()}:{st.st_size}:"
+                                                           f"{st.st_mtime_ns}")
+    if isinstance(obj, Checkpoint):
+        return FeatureNet(obj.build_model(), str(obj.path or f"net{index}"))
+    if isinstance(obj, VGG):
+        return FeatureNet(obj, f"net{index} ({obj.config.name})")
+    raise TypeError(f"cannot take features from a {type(obj).__name__}")
+
+
+def random_like(net: FeatureNet, seed: int = 0) -> FeatureNet:
+    """The same architecture and preprocessing with the paper's random initialisation
+    (N(0, 0.01) weights, zero biases; seeded): the baseline that shows what training
+    added to the features."""
+    torch.manual_seed(seed)
+    model = VGG(net.model.config, net.model.classes, net.model.preprocess)
+    init_weights(model)
+    return FeatureNet(model.eval(), f"random {net.model.config.name} (seed {seed})",
+                      f"random:{net.model.config.name}:{seed}")
+
+
+def layer_dim(model: VGG, layer: str) -> int:
+    """Channels of ``layer``'s output (the descriptor's length for one Q)."""
+    if layer in HEAD_NAMES:
+        i = HEAD_NAMES[layer]
+        return model.config.out_features if i == 6 else model.config.fc_width
+    for s in layer_specs(model.config):
+        if s.name == layer:
+            return s.out_ch
+    raise ConfigError(f"unknown layer {layer!r} for {model.config.name}; known: "
+                      f"{', '.join(list(model.layer_names) + list(HEAD_NAMES))}")
+
+
+def paper_scales(combine: str, crop: int) -> list[int]:
+    """Appendix B's Q for ``combine`` (average: VOC's 256..768; stack: Caltech's 256, 384,
+    512), scaled by crop / 224 for a scaled-down net."""
+    qs = PAPER_SCALES[check_combine(combine)]
+    return sorted({max(crop, round(q * crop / PAPER_CROP)) for q in qs})
+
+
+def check_combine(combine: str) -> str:
+    if combine not in COMBINES:
+        raise ConfigError(f"unknown --combine {combine!r}; choose from {', '.join(COMBINES)}")
+    return combine
+
+
+def check_layer_scales(net: FeatureNet, layer: str, scales: Sequence[int]) -> list[int]:
+    """``scales`` checked for ``layer`` of ``net``: FC layers (applied as convs) need
+    Q >= crop, conv layers Q >= 32."""
+    layer_dim(net.model, layer)
+    low = net.crop if layer in HEAD_NAMES else MIN_CONV_SIDE
+    qs = sorted({int(q) for q in scales})
+    if not qs:
+        raise ConfigError("no test scale given")
+    bad = [q for q in qs if q < low]
+    if bad:
+        why = f"its FC layers see {net.crop}x{net.crop} windows" if layer in HEAD_NAMES \
+            else "five poolings need 32 pixels"
+        raise ConfigError(f"scale(s) {bad} too small for {layer} of {net.name}: Q must be "
+                          f">= {low} ({why})")
+    return qs
+
+
+# ---------------------------------------------------------------------------- descriptors
+
+def _pooled(fcn: VGGFullyConv, x: torch.Tensor, layer: str) -> torch.Tensor:
+    return fcn.extract(x, [layer])[layer].float().mean(dim=(2, 3))
+
+
+def dense_descriptor(fcn: VGGFullyConv, x: torch.Tensor, layer: str = DEFAULT_LAYER,
+                     flip: bool = True) -> torch.Tensor:
+    """(N, 3, H, W) normalised images -> (N, D): ``layer``'s map of the fully-convolutional
+    net, global-average-pooled, averaged with the mirror image's (not normalised)."""
+    d = _pooled(fcn, x, layer)
+    if flip:
+        d = 0.5 * (d + _pooled(fcn, x.flip(3), layer))
+    return d
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (a zero row stays zero)."""
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(n > 0, n, 1.0)).astype(np.float32)
+
+
+def combine_scales(per_scale: Sequence[np.ndarray], combine: str) -> np.ndarray:
+    """Per-Q descriptors (each (N, D), in increasing Q) -> (N, D) averaged or (N, D * nQ)
+    stacked, then L2-normalised."""
+    check_combine(combine)
+    x = np.mean(per_scale, axis=0) if combine == "average" else np.concatenate(per_scale, 1)
+    return l2_normalise(x)
+
+
+def stack_nets(per_net: Sequence[np.ndarray]) -> np.ndarray:
+    """Descriptors of several nets (each L2-normalised) stacked and L2-normalised."""
+    return l2_normalise(np.concatenate([l2_normalise(x) for x in per_net], 1))
+
+
+# ---------------------------------------------------------------------------- the result
+
+@dataclass
+class Features:
+    """One descriptor per image (``X`` (N, D) float32, rows L2-normalised), with its id,
+    targets (N, K) multi-hot, ``ignore`` (N, K) (VOC "difficult"-only: neither positive
+    nor negative) and the settings that made it (``meta``). Images that could not be read
+    are in ``skipped`` {id: reason} and have no row."""
+
+    X: np.ndarray
+    ids: list[str]
+    targets: np.ndarray
+    classes: list[str]
+    ignore: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.X.shape[0] != n or self.targets.shape != (n, len(self.classes)):
+            raise DataError(f"features do not fit together: {self.X.shape[0]} rows, {n} ids, "
+                            f"targets {self.targets.shape} for {len(self.classes)} classes")
+        if self.ignore is not None and self.ignore.shape != self.targets.shape:
+            raise DataError("the ignore mask does not match the targets")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether an image may hold several classes (VOC): scored by average precision."""
+        return bool(self.meta.get("multi_label")) or bool((self.targets.sum(1) > 1).any())
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) the single class of each image (single-label sets; -1 for none)."""
+        has = self.targets.sum(1) > 0
+        return np.where(has, self.targets.argmax(1), -1).astype(np.int64)
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Features:
+        r = np.asarray(rows, dtype=np.int64)
+        return dataclasses.replace(
+            self, X=self.X[r], ids=[self.ids[i] for i in r], targets=self.targets[r],
+            ignore=None if self.ignore is None else self.ignore[r], skipped={})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write one ``.npz`` atomically (nothing is left half-written)."""
+        meta = dict(self.meta, format=FORMAT, classes=self.classes, skipped=self.skipped)
+
+        def write(f: Any) -> None:
+            arrays = {"X": self.X, "ids": np.array(self.ids, dtype=str),
+                      "targets": self.targets.astype(np.uint8),
+                      "meta": np.array(json.dumps(meta))}
+            if self.ignore is not None:
+                arrays["ignore"] = self.ignore.astype(bool)
+            np.savez(f, **arrays)
+
+        return atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Features:
+        """Read features saved by :meth:`save`; a file of another kind, or broken, is a
+        clear error naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"features file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") != FORMAT:
+                    raise DataError(f"{path} is not a vgg features file")
+                out = cls(X=z["X"].astype(np.float32), ids=[str(i) for i in z["ids"]],
+                          targets=z["targets"].astype(np.uint8),
+                          classes=[str(c) for c in meta.pop("classes")],
+                          ignore=z["ignore"].astype(bool) if "ignore" in z.files else None,
+                          skipped=dict(meta.pop("skipped", {})), meta=meta)
+        except VggError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as e:
+            raise DataError(f"cannot read features file {path}: {type(e).__name__}: {e}") \
+                from None
+        if not np.isfinite(out.X).all():
+            raise DataError(f"{path} holds non-finite descriptors")
+        return out
+
+
+def stack_features(parts: Sequence[Features], what: str = "stacked") -> Features:
+    """Descriptors of the same images from several sources (nets, or the image and its
+    box) stacked side by side and L2-normalised (each part weighted alike)."""
+    first = parts[0]
+    for p in parts[1:]:
+        if p.ids != first.ids or p.classes != first.classes:
+            raise DataError("cannot stack features of different images or classes "
+                            f"({len(first)} vs {len(p)} rows)")
+    meta = dict(first.meta, stacked=[p.meta for p in parts], what=what)
+    return dataclasses.replace(first, X=stack_nets([p.X for p in parts]), meta=meta)
+
+
+# ---------------------------------------------------------------------------- shards
+
+class ShardStore:
+    """``OUT.parts/``: descriptors written as they are computed, one ``.npz`` per chunk
+    of images and Q, with a manifest naming the settings. A rerun with the same settings
+    reads them back and computes only the rest; with other settings it is refused (the
+    folder would mix two extractions)."""
+
+    def __init__(self, folder: Path, key: dict[str, Any]) -> None:
+        self.folder = folder
+        self.key = key
+        self.digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        self.count = 0
+
+    def open(self, restart: bool = False) -> list[dict[str, np.ndarray]]:
+        """The shards already written (after checking they are ours)."""
+        from ..checkpoint import remove_orphan_temporaries
+
+        manifest = self.folder / "manifest.json"
+        if restart:  # the shards and manifest go; the folder (and its run lock) stays
+            for p in [*self.folder.glob("shard-*.npz"), manifest]:
+                p.unlink(missing_ok=True)
+        if manifest.is_file():
+            try:
+                old = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                old = {}
+            if old.get("digest") != self.digest:
+                raise ConfigError(
+                    f"{self.folder} holds an interrupted extraction with other settings "
+                    f"({_differences(old.get('key', {}), self.key)}); rerun with the same "
+                    f"settings to continue it, or pass --restart to discard it")
+        elif self.folder.exists() and any(self.folder.glob("*.npz")):
+            raise ConfigError(f"{self.folder} holds shards without a manifest; remove it or "
+                              f"pass --restart")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_orphan_temporaries(self.folder)
+        atomic_write(manifest, lambda f: f.write(json.dumps(
+            {"digest": self.digest, "key": self.key}, indent=1).encode()))
+        shards = []
+        for p in sorted(self.folder.glob("shard-*.npz")):
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    shards.append({k: z[k] for k in z.files})
+            except (OSError, ValueError, EOFError) as e:  # killed mid-write: recomputed
+                log.warning("ignoring unreadable shard %s (%s)", p, e)
+            self.count += 1
+        return shards
+
+    def write(self, q: int, rows: np.ndarray, per_net: list[np.ndarray]) -> None:
+        arrays = {"q": np.array(q), "rows": rows.astype(np.int64)}
+        arrays.update({f"net{j}": a for j, a in enumerate(per_net)})
+        name = self.folder / f"shard-{self.count:06d}.npz"
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(name, lambda f: f.write(buf.getvalue()))
+        self.count += 1
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return "different " + ", ".join(diff) if diff else "unreadable manifest"
+
+
+# ---------------------------------------------------------------------------- extraction
+
+def index_targets(index: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, K) multi-hot targets and (N, K) ignore mask (None without difficult marks)."""
+    targets = index.label_matrix().astype(np.uint8)
+    ignore = None
+    if getattr(index, "difficult", None) is not None:
+        ignore = np.zeros(targets.shape, bool)
+        for i, ks in enumerate(index.difficult):
+            ignore[i, ks] = True
+    return targets, ignore
+
+
+def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathLike[str]]
+                     | VGG | str | os.PathLike[str],
+                     index: Any, scales: Sequence[int] | None = None,
+                     combine: str = "average", layer: str = DEFAULT_LAYER, flip: bool = True,
+                     batch_size: int = 16, device: str | torch.device | None = None,
+                     workers: int | None = None, *, amp: bool = False,
+                     progress: bool = True, out: str | os.PathLike[str] | None = None,
+                     restart: bool = False, ids: Sequence[str] | None = None,
+                     on_bad: Callable[[str, str], None] | None = None,
+                     desc: str = "features") -> Features:
+    """Appendix B descriptors of every image of ``index`` (an ``ImageIndex``; its samples
+    may be ``Region`` boxes) for one net or several stacked.
+
+    ``scales``: the Q to describe at (default :func:`paper_scales` for ``combine``,
+    scaled to the first net's crop); ``combine``: "average" (VOC) or "stack" (Caltech);
+    ``layer``: the map to pool (default relu7, the penultimate layer); ``flip``: average
+    with the mirror image. ``out``: save the result there (``.npz``), writing shards to
+    ``OUT.parts/`` as it goes so that a rerun continues an interrupted extraction (the
+    shards are removed once ``out`` is written; one run per ``out`` at a time);
+    ``restart`` discards an earlier interrupted one. ``ids``: the row ids
+    (default: paths relative to the index root). Unreadable images are reported to
+    ``on_bad`` once, left out and listed in ``Features.skipped``."""
+    from ..eval.evaluate import image_ids
+
+    check_combine(combine)
+    batch_size = check_int("batch", batch_size, 1, MAX_BATCH)
+    workers = check_workers(workers)
+    if isinstance(models, (VGG, str, os.PathLike, Checkpoint, FeatureNet)):
+        models = [models]
+    nets = [as_feature_net(m, i) for i, m in enumerate(models)]
+    if not nets:
+        raise ConfigError("no net to take features from")
+    qs = check_layer_scales(nets[0], layer, scales if scales is not None
+                            else paper_scales(combine, nets[0].crop))
+    for n in nets[1:]:
+        check_layer_scales(n, layer, qs)
+    if not index.samples:
+        raise DataError(f"no images in {getattr(index, 'root', None) or 'the dataset'}")
+    ids = list(ids) if ids is not None else image_ids(index)
+    targets, ignore = index_targets(index)
+    dev = pick_device(device)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    n_img = len(ids)
+    dims = [layer_dim(n.model, layer) for n in nets]
+    key = {"nets": [n.identity or _weights_identity(n.model) for n in nets], "layer": layer,
+           "scales": qs, "flip": flip, "images": hashlib.sha256(
+               "\n".join(ids).encode()).hexdigest()[:16], "n_images": n_img}
+    if out is None:
+        return _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, amp,
+                        progress, None, restart, ids, targets, ignore, dims, key, on_bad, desc)
+    from ..train.checkpoint import RunLock
+
+    parts = Path(f"{out}.parts")
+    with RunLock(parts):
+        feats = _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, amp,
+                         progress, ShardStore(parts, key), restart, ids, targets, ignore, dims,
+                         key, on_bad, desc)
+        feats.save(out)
+    shutil.rmtree(parts, ignore_errors=True)
+    return feats
+
+
+def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, layer: str,
+             flip: bool, batch_size: int, dev: torch.device, workers: int, amp: bool,
+             progress: bool, store: ShardStore | None, restart: bool, ids: list[str],
+             targets: np.ndarray, ignore: np.ndarray | None, dims: list[int],
+             key: dict[str, Any], on_bad: Callable[[str, str], None] | None,
+             desc: str) -> Features:
+    from ..eval.evaluate import RescaledImages, _warn_bad, amp_context, normalise
+
+    n_img = len(ids)
+    desc_at = {(j, q): np.zeros((n_img, d), np.float32) for j, d in enumerate(dims) for q in qs}
+    filled = {q: np.zeros(n_img, bool) for q in qs}
+    if store is not None:
+        for s in store.open(restart):
+            q, rows = int(s["q"]), s["rows"]
+            if q in filled and rows.size and rows.max() < n_img:
+                for j in range(len(nets)):
+                    desc_at[(j, q)][rows] = s[f"net{j}"]
+                filled[q][rows] = True
+        done_before = sum(int(f.sum()) for f in filled.values())
+        if done_before:
+            log.info("continuing the extraction in %s: %d of %d (image, Q) descriptors "
+                     "already computed", store.folder, done_before, n_img * len(qs))
+    data = RescaledImages(index, batch_size, workers, dev, progress, on_bad or _warn_bad)
+    fcns = []
+    for n in nets:
+        n.model.eval().to(dev)
+        fcns.append(n.model.to_fully_conv())
+    for q in qs:
+        todo = [r for r in data.ok_rows if not filled[q][r]]
+        if not todo:
+            continue
+        buf_rows: list[np.ndarray] = []
+        buf: list[list[np.ndarray]] = [[] for _ in nets]
+
+        def flush() -> None:
+            if store is not None and buf_rows:
+                store.write(q, np.concatenate(buf_rows), [np.concatenate(b) for b in buf])
+            buf_rows.clear()
+            for b in buf:
+                b.clear()
+
+        with torch.inference_mode(), amp_context(amp, dev):
+            for rows, x8 in data.batches(q, desc, rows=todo):
+                for j, (n, fcn) in enumerate(zip(nets, fcns)):
+                    d = dense_descriptor(fcn, normalise(n.model, x8), layer, flip)
+                    d = d.cpu().numpy()
+                    desc_at[(j, q)][rows] = d
+                    buf[j].append(d)
+                filled[q][rows] = True
+                buf_rows.append(rows)
+                if sum(len(r) for r in buf_rows) >= SHARD_IMAGES:
+                    flush()
+        flush()
+    done = np.logical_and.reduce([filled[q] for q in qs])
+    keep = np.nonzero(done)[0]
+    reasons = {ids[i]: data.bad.get(i, "could not be read") for i in np.nonzero(~done)[0]}
+    if not keep.size:
+        example = next(iter(reasons.items()), None)
+        raise DataError(f"none of the {n_img} images could be read"
+                        + (f" (e.g. {example[0]}: {example[1]})" if example else ""))
+    if reasons:
+        log.warning("%d of %d images could not be read and are left out", len(reasons), n_img)
+    per_net = [combine_scales([desc_at[(j, q)][keep] for q in qs], combine)
+               for j in range(len(nets))]
+    X = per_net[0] if len(nets) == 1 else stack_nets(per_net)
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X).all(1)).sum())
+        raise VggError(f"{bad} descriptors are not finite: the net's weights or inputs are "
+                       f"broken ({', '.join(n.name for n in nets)})")
+    meta = {"nets": [n.name for n in nets], "configs": [n.model.config.name for n in nets],
+            "layer": layer, "scales": qs, "combine": combine, "flip": flip,
+            "dims": dims, "multi_label": index.multilabels is not None,
+            "data": str(getattr(index, "root", "") or ""),
+            "split": getattr(index, "meta", {}).get("split", ""),
+            "class_names": index.display_names() if hasattr(index, "display_names") else None}
+    out = Features(X=X, ids=[ids[i] for i in keep], targets=targets[keep],
+                   classes=[str(c) for c in index.classes],
+                   ignore=None if ignore is None else ignore[keep], meta=meta, skipped=reasons)
+    return out

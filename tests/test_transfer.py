@@ -1,0 +1,374 @@
+"""Appendix B: descriptors, SVMs, the VOC / Caltech / box protocols, `vgg features` and
+`vgg transfer`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vgg
+from vgg.cli import main
+from vgg.data.decode import Region, decode_with_size, image_size
+from vgg.data.folders import index_folder, index_voc
+from vgg.errors import BadImageError, ConfigError, DataError
+from vgg.eval import metrics
+from vgg.transfer import features as F
+from vgg.transfer import protocols as P
+from vgg.transfer.svm import holdout_rows, train_svms
+
+from _eval_util import CLASSES, make_images, save_net, tiny_net
+
+
+# ------------------------------------------------------------------ descriptors
+
+def _hand_descriptor(net: vgg.VGG, x: torch.Tensor) -> torch.Tensor:
+    """relu7 of the dense net by hand: conv stack, FC1 as a k x k conv, FC2 as 1x1, ReLUs,
+    spatial mean; mirror averaged (not normalised)."""
+    def one(x: torch.Tensor) -> torch.Tensor:
+        h = net.features(x)
+        k = net.config.fc_kernel
+        w1 = net.classifier[0].weight.view(net.config.fc_width, -1, k, k)
+        h = torch.relu(torch.nn.functional.conv2d(h, w1, net.classifier[0].bias))
+        w2 = net.classifier[3].weight[:, :, None, None]
+        h = torch.relu(torch.nn.functional.conv2d(h, w2, net.classifier[3].bias))
+        return h.mean(dim=(2, 3))
+    return 0.5 * (one(x) + one(x.flip(3)))
+
+
+def test_descriptor_equals_the_hand_computation(tmp_path: Path) -> None:
+    net = tiny_net()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 80)
+        got = F.dense_descriptor(net.to_fully_conv(), x)
+        want = _hand_descriptor(net, x)
+    assert got.shape == (2, net.config.fc_width)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # through files: rescale to Q, normalise, then average / stack and L2
+    make_images(tmp_path / "d", sizes=[(40, 48)])
+    index = index_folder(tmp_path / "d")
+    avg = F.extract_features(net, index, scales=[32, 40], combine="average", workers=0,
+                             progress=False)
+    stk = F.extract_features(net, index, scales=[32, 40], combine="stack", workers=0,
+                             progress=False)
+    from vgg.data.transforms import RescaleTransform
+    per_q = []
+    for q in (32, 40):
+        img = RescaleTransform(q)(index.samples[0][0])["image"][None]
+        with torch.no_grad():
+            per_q.append(_hand_descriptor(net, net.preprocess(img))[0].numpy())
+    a = np.mean(per_q, 0)
+    s = np.concatenate(per_q)
+    np.testing.assert_allclose(avg.X[0], a / np.linalg.norm(a), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stk.X[0], s / np.linalg.norm(s), rtol=1e-4, atol=1e-6)
+    assert avg.X.shape == (3, 32) and stk.X.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(stk.X, axis=1), 1.0, rtol=1e-5)
+
+
+def test_two_nets_are_stacked_and_other_layers_pooled(tmp_path: Path) -> None:
+    make_images(tmp_path / "d", sizes=[(40, 40), (48, 40)])
+    index = index_folder(tmp_path / "d")
+    a, b = tiny_net(seed=0), tiny_net(seed=1)
+    fa = F.extract_features(a, index, [32], workers=0, progress=False)
+    fb = F.extract_features(b, index, [32], workers=0, progress=False)
+    fab = F.extract_features([a, b], index, [32], workers=0, progress=False)
+    assert fab.dim == fa.dim + fb.dim and fab.meta["nets"] == ["net0 (A)", "net1 (A)"]
+    np.testing.assert_allclose(fab.X, np.concatenate([fa.X, fb.X], 1) / np.sqrt(2),
+                               rtol=1e-5, atol=1e-6)
+    conv = F.extract_features(a, index, [32], layer="relu5_2", workers=0, progress=False)
+    assert conv.dim == F.layer_dim(a, "relu5_2") == a.config.channels(512)
+    with pytest.raises(ConfigError, match="unknown layer"):
+        F.extract_features(a, index, [32], layer="relu9_9", workers=0, progress=False)
+    with pytest.raises(ConfigError, match="too small for relu7"):
+        F.extract_features(a, index, [24], workers=0, progress=False)
+    assert F.paper_scales("average", 224) == [256, 384, 512, 640, 768]
+    assert F.paper_scales("stack", 32) == [37, 55, 73]
+
+
+def test_regions_are_images_of_their_box(tmp_path: Path) -> None:
+    arr = np.zeros((40, 60, 3), np.uint8)
+    arr[10:30, 20:50] = 200
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    r = Region(tmp_path / "a.png", (20.0, 10.0, 50.0, 30.0))
+    assert image_size(r) == (30, 20)
+    img, w, h = decode_with_size(r)
+    assert (w, h) == (30, 20) and np.asarray(img).min() == 200
+    assert image_size(Region(tmp_path / "a.png", (-5, -5, 100, 100))) == (60, 40)  # clipped
+    with pytest.raises(BadImageError, match="no pixel inside"):
+        image_size(Region(tmp_path / "a.png", (70, 0, 90, 10)))
+
+
+def test_bad_images_are_named_left_out_and_counted(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    make_images(tmp_path / "d", sizes=[(40, 40), (48, 40)])
+    (tmp_path / "d" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    index = index_folder(tmp_path / "d")
+    f = F.extract_features(tiny_net(), index, [32], workers=0, progress=False)
+    assert len(f) == 6 and list(f.skipped) == ["cat/broken.jpg"]
+    assert "broken.jpg" in caplog.text
+
+
+def test_extraction_continues_after_an_interruption(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    make_images(tmp_path / "d", sizes=[(40, 40), (48, 40), (40, 56), (40, 40)])
+    index = index_folder(tmp_path / "d")
+    net = tiny_net()
+    ref = F.extract_features(net, index, [32, 40], workers=0, progress=False, batch_size=2)
+    out = tmp_path / "f.npz"
+    monkeypatch.setattr(F, "SHARD_IMAGES", 2)
+    import importlib
+    E = importlib.import_module("vgg.eval.evaluate")
+    real = E.RescaledImages.batches
+    seen = {"n": 0}
+
+    def dying(self, q, desc, rows=None):  # noqa: ANN001, ANN202
+        for b in real(self, q, desc, rows):
+            seen["n"] += 1
+            if seen["n"] == 5:
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(E.RescaledImages, "batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        F.extract_features(net, index, [32, 40], workers=0, progress=False, batch_size=2,
+                           out=out)
+    parts = Path(f"{out}.parts")
+    assert not out.exists() and len(list(parts.glob("shard-*.npz"))) >= 2
+    monkeypatch.setattr(E.RescaledImages, "batches", real)
+    computed = []
+    orig = F.dense_descriptor
+    monkeypatch.setattr(F, "dense_descriptor",
+                        lambda fcn, x, *a: (computed.append(len(x)), orig(fcn, x, *a))[1])
+    with pytest.raises(ConfigError, match="other settings"):
+        F.extract_features(net, index, [32, 48], workers=0, progress=False, out=out)
+    got = F.extract_features(net, index, [32, 40], workers=0, progress=False, batch_size=2,
+                             out=out)
+    assert sum(computed) < 2 * len(index)  # only the rest was computed
+    np.testing.assert_allclose(got.X, ref.X, rtol=1e-5, atol=1e-6)
+    assert got.ids == ref.ids and not parts.exists()
+    back = F.Features.load(out)
+    np.testing.assert_array_equal(back.X, got.X)
+    assert back.classes == CLASSES and back.meta["scales"] == [32, 40]
+
+
+def test_features_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        F.Features.load(tmp_path / "nope.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(DataError, match="cannot read features file"):
+        F.Features.load(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(DataError, match="junk.npz"):
+        F.Features.load(tmp_path / "junk.npz")
+
+
+# ------------------------------------------------------------------ metrics
+
+def test_average_precision_hand_worked_examples() -> None:
+    # ranking: +, -, +, -, -  (2 positives): precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    y = np.array([1, 0, 1, 0, 0], bool)
+    # 11-point: t = 0..0.5 -> max precision 1 (6 points); t = 0.6..1 -> 2/3 (5 points)
+    assert metrics.average_precision(s, y, kind="voc07_11point") == pytest.approx(
+        (6 * 1 + 5 * 2 / 3) / 11)
+    # area: recall 0 -> 0.5 at precision 1, 0.5 -> 1 at 2/3
+    assert metrics.average_precision(s, y, kind="area") == pytest.approx(0.5 + 0.5 * 2 / 3)
+    from sklearn.metrics import average_precision_score
+    # here precision only falls with recall: area AP equals scikit-learn's
+    assert metrics.average_precision(s, y, kind="area") == pytest.approx(
+        average_precision_score(y, s))
+    # + - - + : sklearn 0.5*1 + 0.5*0.5 = 0.75; interpolation cannot lower it
+    s2, y2 = np.array([4, 3, 2, 1.0]), np.array([1, 0, 0, 1], bool)
+    assert average_precision_score(y2, s2) == pytest.approx(0.75)
+    assert metrics.average_precision(s2, y2, kind="area") == pytest.approx(0.75)
+    # + - + - + with a rise of precision at the end: interpolation lifts the middle
+    s3, y3 = np.arange(5, 0, -1.0), np.array([1, 0, 0, 1, 1], bool)
+    sk = average_precision_score(y3, s3)   # 1/3*1 + 1/3*1/2 + 1/3*3/5
+    assert sk == pytest.approx((1 + 0.5 + 0.6) / 3)
+    assert metrics.average_precision(s3, y3, kind="area") == pytest.approx((1 + 0.6 + 0.6) / 3)
+    # difficult images are left out; no positive -> NaN; a NaN score ranks last
+    assert metrics.average_precision(s, y, np.array([0, 1, 0, 0, 0], bool), "area") == 1.0
+    assert np.isnan(metrics.average_precision(s, np.zeros(5, bool)))
+    assert metrics.average_precision(np.array([np.nan, 1.0]), np.array([1, 0], bool),
+                                     kind="area") == 0.5
+    with pytest.raises(ValueError, match="unknown AP kind"):
+        metrics.average_precision(s, y, kind="voc12")
+
+
+def test_mean_class_recall_weights_classes_alike() -> None:
+    scores = np.eye(3)[[0, 0, 0, 1, 2, 1]]  # class 0: 3/3 right, 1: 1/1, 2: 1/2
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    assert metrics.mean_class_recall(scores, labels) == pytest.approx((1 + 1 + 0.5) / 3)
+    np.testing.assert_allclose(metrics.class_recalls(scores, labels), [1, 1, 0.5])
+
+
+# ------------------------------------------------------------------ splits and SVMs
+
+def test_caltech_splits_have_the_counts_and_follow_the_seed() -> None:
+    labels = np.repeat(np.arange(4), [40, 35, 90, 31])
+    a = P.class_splits(labels, 4, 30, 50, splits=3, seed=7)
+    b = P.class_splits(labels, 4, 30, 50, splits=3, seed=7)
+    c = P.class_splits(labels, 4, 30, 50, splits=3, seed=8)
+    assert len(a) == 3
+    for (tr, te), (tr2, te2) in zip(a, b):
+        np.testing.assert_array_equal(tr, tr2)
+        np.testing.assert_array_equal(te, te2)
+        assert not set(tr) & set(te)
+        np.testing.assert_array_equal(np.bincount(labels[tr]), [30, 30, 30, 30])
+        np.testing.assert_array_equal(np.bincount(labels[te]), [10, 5, 50, 1])
+    assert not np.array_equal(a[0][0], a[1][0])  # splits differ
+    assert not np.array_equal(a[0][0], c[0][0])  # seeds differ
+    with pytest.raises(DataError, match=r"fewer than 40 \+ 1 images \(train \+ at least one test\): a \(40\), b \(35\), d \(31\)"):
+        P.class_splits(labels, 4, 40, 50, class_names=["a", "b", "c", "d"])
+
+
+def test_svm_chooses_c_on_held_out_images_and_separates_classes() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    y = np.repeat(np.arange(3), 30)
+    X = F.l2_normalise(centres[y] + 0.3 * rng.normal(size=(90, 16)))
+    tr, va = holdout_rows(np.eye(3)[y], 0.2, seed=0)
+    assert len(va) == 18 and np.bincount(y[va]).tolist() == [6, 6, 6]
+    svm = train_svms(X, np.eye(3)[y].astype(np.uint8), C_grid=[0.01, 1.0], jobs=1)
+    assert set(svm.selection) == {"0.01", "1"} and svm.C in (0.01, 1.0)
+    assert metrics.mean_class_recall(svm.scores(X), y) > 0.95
+    # a class that is only "difficult" everywhere is never trained against
+    ign = np.zeros((90, 3), bool)
+    ign[y == 2, 2] = True
+    svm = train_svms(X, np.eye(3)[y].astype(np.uint8), ign, multi_label=True, C_grid=[1.0],
+                     jobs=1)
+    assert np.all(svm.W[2] == 0)
+
+
+# ------------------------------------------------------------------ data: VOC layout
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vgg.data.synthetic import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("voc") / "VOC2007", classes=3,
+                               train_per_class=10, val_per_class=5, min_side=40, max_side=56,
+                               multi=True, workers=0, layout="voc")
+
+
+def test_synth_voc_layout_is_a_devkit_tree(voc: Path) -> None:
+    main_ = voc / "ImageSets" / "Main"
+    trainval = main_.joinpath("trainval.txt").read_text().split()
+    assert len(trainval) == 30 and len(main_.joinpath("test.txt").read_text().split()) == 15
+    assert sorted(main_.joinpath("train.txt").read_text().split() +
+                  main_.joinpath("val.txt").read_text().split()) == sorted(trainval)
+    idx = index_voc(voc, "test")
+    flags = dict(line.split() for line in
+                 main_.joinpath(f"{idx.classes[0]}_test.txt").read_text().splitlines())
+    for (path, _), pos, hard in zip(idx.samples, idx.multilabels, idx.difficult):
+        f = int(flags[path.stem])
+        assert (f == 1) == (0 in pos) and (f == 0) == (0 in hard)
+    assert any(idx.difficult) and all((voc / "JPEGImages" / f"{i}.jpg").is_file()
+                                      for i in trainval)
+
+
+def test_features_and_transfer_from_saved_files(voc: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ck = save_net(tmp_path / "n.pt", classes=["x", "y", "z"])
+    common = ["--workers", "0", "--no-progress", "--scales", "32,40"]
+    for split in ("trainval", "test"):
+        assert main(["features", str(ck), "--data", str(voc), "--split", split,
+                     "--out", str(tmp_path / f"{split}.npz"), *common]) == 0
+    assert "30 descriptors of 32 dimensions" in capsys.readouterr().out
+    te = F.Features.load(tmp_path / "test.npz")
+    assert te.ignore is not None and te.ignore.any() and te.multi_label
+    assert main(["transfer", str(tmp_path / "trainval.npz"), "--test",
+                 str(tmp_path / "test.npz"), "--json", str(tmp_path / "r.json"),
+                 "--C", "0.1,10", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "mAP (VOC-2007 11-point)" in out and "mAP (VOC-2010+ area)" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert [x["metric"] for x in r["results"]] == list(P.AP_NAMES.values())
+    assert set(r["results"][0]["per_class"]) <= set(te.classes)
+    assert 0 <= r["results"][0]["value"] <= 1
+    assert (tmp_path / "r-pr.png").stat().st_size > 1000
+    # unhappy paths: one line, non-zero
+    assert main(["features", str(ck), "--data", str(voc), "--out",
+                 str(tmp_path / "x.npz")]) != 0
+    assert "give --split" in capsys.readouterr().err
+    assert main(["transfer", str(tmp_path / "trainval.npz"), "--C", "0,-1"]) != 0
+    assert "--C values must be positive" in capsys.readouterr().err
+    assert main(["transfer", str(ck)]) != 0
+    assert "give --data" in capsys.readouterr().err
+    assert main(["transfer", str(tmp_path / "trainval.npz"), "--train-per-class", "3"]) != 0
+    assert "single-label" in capsys.readouterr().err
+
+
+def test_caltech_and_box_protocols_end_to_end(voc: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    make_images(tmp_path / "cal", sizes=[(40, 40), (48, 40), (40, 56), (44, 40), (40, 40)])
+    ck = save_net(tmp_path / "n.pt")
+    common = ["--workers", "0", "--no-progress", "--jobs", "1", "--C", "1"]
+    assert main(["transfer", str(ck), "--data", str(tmp_path / "cal"), "--protocol",
+                 "classes", "--train-per-class", "3", "--test-per-class", "2", "--splits",
+                 "2", "--scales", "32", "--json", str(tmp_path / "c.json"), *common]) == 0
+    r = json.loads((tmp_path / "c.json").read_text())
+    assert [x["label"] for x in r["results"]] == ["trained", "random init"]
+    res = r["results"][0]
+    assert res["metric"] == "mean class recall" and len(res["values"]) == 2
+    assert res["combine"] == "stack" and res["splits"][0]["n_train"] == 9
+    assert res["splits"][0]["n_test"] == 6
+    assert "±" in capsys.readouterr().out
+    assert main(["transfer", str(ck), "--data", str(tmp_path / "cal"), "--protocol",
+                 "caltech", *common]) != 0
+    assert "fewer than 30 + 1 images" in capsys.readouterr().err
+    assert main(["transfer", str(ck), "--data", str(voc), "--protocol", "boxes",
+                 "--no-baseline", "--scales", "32", "--json", str(tmp_path / "b.json"),
+                 "--features-dir", str(tmp_path / "fd"), *common]) == 0
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert [x["label"] for x in r["results"]] == ["trained, image only"] * 2 + \
+        ["trained, image + box"] * 2
+    assert sorted(p.name for p in (tmp_path / "fd").glob("*.npz")) == [
+        "trained-test-boxes.npz", "trained-test-images.npz", "trained-trainval-boxes.npz",
+        "trained-trainval-images.npz"]
+    boxes = F.Features.load(tmp_path / "fd" / "trained-test-boxes.npz")
+    assert boxes.ids[0].endswith("#0") and not boxes.multi_label
+
+
+@pytest.mark.slow
+def test_trained_features_beat_the_random_net_on_voc_layout(tmp_path: Path) -> None:
+    """A small net trained on the shapes, then the VOC protocol on a generated VOC-layout
+    set of the same shapes: its mAP must beat the same pipeline on a random net."""
+    from vgg.data.synthetic import make_shapes_dataset
+
+    shapes = make_shapes_dataset(tmp_path / "shapes", classes=4, train_per_class=100,
+                                 val_per_class=0, min_side=40, max_side=48, workers=0,
+                                 object_size=(0.4, 0.9))
+    idx = index_folder(shapes / "train")
+    from vgg.data.transforms import CenterCropTransform
+    t = CenterCropTransform(32, 32)
+    X = torch.stack([t(p)["image"] for p, _ in idx.samples])
+    y = torch.tensor(idx.labels)
+    torch.manual_seed(0)
+    net = vgg.build("A", width=1 / 16, fc_width=256, crop=32, classes=idx.classes,
+                    init="kaiming", batch_norm=True)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    net.train()
+    for step in range(1500):
+        b = torch.randint(0, len(X), (32,))
+        x = net.preprocess(X[b])
+        loss = torch.nn.functional.cross_entropy(net(x.flip(3) if step % 2 else x), y[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    vgg.save_checkpoint(tmp_path / "net.pt", net)
+    voc = make_shapes_dataset(tmp_path / "VOC2007", classes=4, train_per_class=30,
+                              val_per_class=25, min_side=40, max_side=56, multi=True,
+                              workers=0, layout="voc", seed=1)
+    assert main(["transfer", str(tmp_path / "net.pt"), "--data", str(voc), "--scales",
+                 "32,40", "--workers", "0", "--no-progress", "--jobs", "1",
+                 "--json", str(tmp_path / "v.json")]) == 0
+    r = {(x["label"], x["metric"]): x["value"]
+         for x in json.loads((tmp_path / "v.json").read_text())["results"]}
+    m = P.AP_NAMES["voc07_11point"]
+    assert r[("trained", m)] > r[("random init", m)] + 0.01, r
