@@ -123,6 +123,6 @@ def check_input_range(x: torch.Tensor, what: str = "the net") -> None:
                 if lo >= 0 and hi <= 1.0 else
                 "images normalised already (mean/std)? pass them before normalising: the "
                 "model applies its own preprocessing")
-        raise InputRangeError(f"{expect}; {got}: {hint}. (An image darker than "
-                              f"{SMALL_RANGE:g}/255 everywhere is the only 0..255 image "
-                              f"that looks like this: pass check_range=False to keep it)")
+        raise InputRangeError(f"{expect}; {got}: {hint} (only a 0..255 image darker than "
+                              f"{SMALL_RANGE:g}/255 everywhere looks like this; for one, "
+                              f"pass check_range=False)")

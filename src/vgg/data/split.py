@@ -78,14 +78,17 @@ def stratified_split(index: ImageIndex, val_fraction: float | None = None,
 def split_index(index: ImageIndex, val_fraction: float, seed: int = 0
                 ) -> tuple[ImageIndex, ImageIndex]:
     """``index`` split into (train, val) indexes by ``stratified_split``, with the same
-    classes; both record the split in ``meta`` (``val_split``, ``split_seed``)."""
+    classes; both record the split in ``meta`` (``val_split``, ``split_seed``,
+    ``split_part``) and keep the split name of ``index`` (default train): their files,
+    and the annotations found by split name, are those of the training images."""
     train, val = stratified_split(index, val_fraction, None, seed)
     if not val:
         raise DataError(f"--val-split {val_fraction}: no class of {index.root or 'the data'} "
                         f"has two images, so no image is left for validation")
     parts = index.subset(train), index.subset(val)
     for part, name in zip(parts, ("train", "val")):
-        part.meta.update(val_split=val_fraction, split_seed=seed, split_part=name)
+        part.meta.update(val_split=val_fraction, split_seed=seed, split_part=name,
+                         split=index.meta.get("split", "train"))
     return parts
 
 
