@@ -156,7 +156,9 @@ def add_list_flags(p: argparse._ActionsContainer, train: bool = True) -> None:
                             "'path,label' (CSV); paths relative to --data")
     p.add_argument("--val-list", metavar="FILE",
                    help="file list of the validation images (same forms; its labels must be "
-                        "classes of the training set" + (")" if train else " / the net)"))
+                        "classes of the training list)" if train else
+                        "file list of the images to score: 'class/file.jpg' or 'path,label' a "
+                        "line, paths relative to --data; labels must be classes of the net")
     p.add_argument("--val-split", type=fraction, metavar="FRACTION",
                    help="hold out this fraction of each class of the training images for "
                         "validation (stratified, seeded; for class folders without val/)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from . import (add_device_flag, add_list_flags, add_progress_flag, check_outputs,
                positive_int, workers_count)

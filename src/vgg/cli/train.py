@@ -95,7 +95,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                     "flags given here override them")
     io.add_argument("--resume", metavar="RUN", help="continue the run in RUN exactly where "
                     "its last checkpoint left it (its config.yaml is used; only --epochs, "
-                    "--data, --device, --workers and saving/logging flags may change)")
+                    "--data, --train-list, --val-list (moved files, same images), --device, "
+                    "--workers and saving/logging flags may change)")
     io.add_argument("--overwrite", action="store_true",
                     help="start a new run in an --out folder that already holds one "
                          "(its checkpoints and metrics are replaced)")

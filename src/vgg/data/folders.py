@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 NAME_FILES = ("LOC_synset_mapping.txt", "synset_words.txt", "class_names.txt")
 
-__all__ = ["IMAGE_EXTENSIONS", "Box", "BoxReport", "FileScan", "ImageIndex", "index_csv", "index_list",
-           "index_detection_csv", "index_folder", "index_imagenet_val", "index_split",
+__all__ = ["IMAGE_EXTENSIONS", "Box", "BoxReport", "FileScan", "ImageIndex", "index_csv",
+           "index_list", "index_detection_csv", "index_folder", "index_imagenet_val", "index_split",
            "has_split",
            "index_voc", "is_image_file", "list_images", "load_boxes", "read_class_names",
            "read_voc_xml", "scan_images", "write_voc_xml"]
@@ -469,7 +469,7 @@ class _ListEntry:
     labels: list[str] | None
 
 
-def _listed(items: Sequence[tuple[str, int]], n: int = 3) -> str:
+def _listed(items: Sequence[tuple[str, int]], n: int = 5) -> str:
     """``a.jpg (line 3), b.jpg (line 9) and 4 more``."""
     more = f" and {len(items) - n} more" if len(items) > n else ""
     return ", ".join(f"{t} (line {k})" for t, k in items[:n]) + more
