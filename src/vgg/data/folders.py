@@ -545,7 +545,8 @@ def _root_hint(root: Path, rels: Sequence[str]) -> str:
                                   if root.is_dir() else [])
     for d in candidates:
         if all(os.path.isfile(d / r) for r in probe):
-            return f"; they are in {d}: give that folder as the data folder"
+            return (f"; they are in {d}: give that folder as the data folder (--data), "
+                    f"with this list as --train-list or --val-list")
     return ""
 
 

@@ -191,37 +191,37 @@ def eval_index(spec: DataSpec, split: str | None = None, classes: list[str] | No
     return index_folder(root, classes)
 
 
+def _keys(index: ImageIndex) -> list[str]:
+    """Normalised absolute path strings (one getcwd for all: 1.3M paths in about 1 s)."""
+    cwd = os.getcwd()
+    return [os.path.normpath(os.path.join(cwd, os.fspath(p))) for p, _ in index.samples]
+
+
 def check_disjoint(train: ImageIndex, val: ImageIndex) -> None:
     """DataError when a file is both a training and a validation image (by its normalised
     absolute path)."""
-    seen = {os.path.normpath(os.path.abspath(p)) for p, _ in train.samples}
-    both = [p for p, _ in val.samples if os.path.normpath(os.path.abspath(p)) in seen]
+    seen = set(_keys(train))
+    both = [k for k in _keys(val) if k in seen]
     if both:
-        shown = ", ".join(str(p) for p in both[:3]) + (
-            f" and {len(both) - 3} more" if len(both) > 3 else "")
+        shown = ", ".join(both[:3]) + (f" and {len(both) - 3} more" if len(both) > 3 else "")
         raise DataError(f"{len(both)} image(s) are both training and validation images "
                         f"({shown}): validating on trained images hides over-fitting; "
                         f"fix the lists")
-
-
-def _rel(p: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return Path(p).relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return Path(p).as_posix()
 
 
 def fingerprint(index: ImageIndex) -> dict[str, Any]:
     """``{"images": N, "sha256": ...}`` of the images in order, by path relative to the
     index's root and class name: equal for the same images however the folder is
     reached (a moved dataset), different when a file, a label or the order changes."""
-    h = hashlib.sha256()
+    prefix = os.fspath(index.root) + os.sep if index.root is not None else None
+    lines = []
     for p, c in index.samples:
-        h.update(f"{_rel(p, index.root)}\t{index.classes[c]}\n".encode("utf-8",
-                                                                      "surrogateescape"))
-    return {"images": len(index), "sha256": h.hexdigest()}
+        s = os.fspath(p)
+        if prefix is not None and s.startswith(prefix):
+            s = s[len(prefix):]
+        lines.append(f"{s.replace(os.sep, '/')}\t{index.classes[c]}\n")
+    digest = hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"images": len(index), "sha256": digest}
 
 
 def check_same_images(saved: dict[str, Any] | None, now: dict[str, dict[str, Any]],
