@@ -115,8 +115,8 @@ def test_csv_file_list(tmp_path: Path) -> None:
     (tmp_path / "ints.csv").write_text(f"{tmp_path / 'img/a.jpg'},2\nimg/b.jpg,0\n")
     idx = index_csv(tmp_path / "ints.csv")
     assert idx.classes == ["0", "1", "2"] and idx.samples[0] == (tmp_path / "img/a.jpg", 2)
-    (tmp_path / "bad.csv").write_text("img/a.jpg\n")
-    with pytest.raises(DataError, match="row 1"):
+    (tmp_path / "bad.csv").write_text("path,label\nimg/a.jpg\nb.jpg\n")  # b: no class
+    with pytest.raises(DataError, match=r"neither a label nor a class folder .*b.jpg \(line 3\)"):
         index_csv(tmp_path / "bad.csv")
 
 

@@ -29,3 +29,8 @@ class BadImageError(VggError):
         super().__init__(f"cannot read image {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class InputRangeError(VggError, ValueError):
+    """A tensor given to the Python API whose values cannot be what the net expects (RGB
+    in 0..255): 0..1 images, already-normalised images, 16-bit values, NaN or inf."""

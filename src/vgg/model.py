@@ -17,7 +17,7 @@ from torch import nn
 
 from .archs import ARCHS, parse_token, resolve_arch
 from .errors import ConfigError
-from .preprocess import Preprocess
+from .preprocess import Preprocess, check_input_range
 from .settings import MAX_SIDE, check_bool, check_choice, check_float, check_int
 
 # Sect. 2.1 / Krizhevsky et al. 2012: n=5, alpha=1e-4, beta=0.75, k=2 in
@@ -280,12 +280,20 @@ class _VGGBase(nn.Module):
         return self.features(self._to_memory_format(x))
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, check_range: bool = True) -> torch.Tensor:
         """The default inference path: (N, 3, H, W) RGB in 0..255 (uint8 or float, on the
         model's device) -> soft-max posteriors, (N, num_classes) for the FC net or
         (N, num_classes, h, w) for the fully-convolutional one. Applies
         ``self.preprocess``, runs in eval mode under ``torch.inference_mode`` (no
-        autograd bookkeeping) and restores the previous train/eval mode."""
+        autograd bookkeeping) and restores the previous train/eval mode.
+
+        Whatever the net was trained on (the paper's mean subtraction, torchvision's 0..1
+        mean/std, Caffe's BGR), ``images`` are 0..255: a float batch in 0..1, or one
+        normalised already, would give confident wrong answers, so it is refused with
+        ``InputRangeError`` saying what is expected (``vgg.preprocess.check_input_range``;
+        ``check_range=False`` skips the check)."""
+        if check_range:
+            check_input_range(images, f"{self.config.name}.predict")
         if not self.config.is_classifier:
             raise ConfigError(f"this is a localisation net ({self.config.head.upper()} head: "
                               f"its outputs are boxes, not class scores); use "

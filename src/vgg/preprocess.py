@@ -14,6 +14,16 @@ from typing import Any
 
 import torch
 
+from .errors import InputRangeError
+
+# Values a 0..255 image can hold after resampling: bicubic / Lanczos interpolation of a
+# uint8 image overshoots a little at sharp edges (a few tens of levels at most).
+RANGE_MARGIN = 64.0
+# A float batch whose values all lie in [-SMALL_RANGE, SMALL_RANGE] is not a 0..255 image
+# (it would be black to the eye) but 0..1 pixels or an already-normalised tensor
+# (ImageNet mean/std puts 0..1 pixels in [-2.12, 2.64]).
+SMALL_RANGE = 3.0
+
 # ImageNet mean RGB in 0..255 (the value the paper's recipe computes on ILSVRC-2012 train).
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 IMAGENET_STD_RGB = (58.395, 57.12, 57.375)  # torchvision's (0.229, 0.224, 0.225) * 255
@@ -81,3 +91,38 @@ class Preprocess:
         return ((x - mean) * inv_std).to(dtype)
 
 
+
+
+def check_input_range(x: torch.Tensor, what: str = "the net") -> None:
+    """Raise ``InputRangeError`` saying what is expected when ``x`` cannot be RGB images
+    in 0..255, the input every model's ``preprocess`` takes: NaN or inf; values beyond
+    0..255 by more than ``RANGE_MARGIN`` (16-bit pixels, mean-subtracted tensors); a float
+    batch within [-SMALL_RANGE, SMALL_RANGE] that is not all zero (0..1 pixels, as
+    torchvision's ``ToTensor`` gives, or a tensor normalised already). uint8 batches are
+    always valid and cost nothing; others cost one pass over ``x`` (and a device sync)."""
+    if x.dtype == torch.uint8 or x.numel() == 0:
+        return
+    if x.dtype == torch.bool or x.is_complex():
+        raise InputRangeError(f"{what} expects RGB images in 0..255 (uint8, or float on that "
+                              f"scale), got a {x.dtype} tensor")
+    v = x.detach()
+    v = v if v.dtype in (torch.float32, torch.float64) else v.float()
+    if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        raise InputRangeError(f"{what} got images with NaN or inf values; it expects RGB "
+                              f"images in 0..255")
+    lo, hi = (float(t) for t in torch.aminmax(v))
+    got = f"got {x.dtype} values in [{lo:.4g}, {hi:.4g}]"
+    expect = f"{what} expects RGB images in 0..255 (uint8, or float on that scale)"
+    if lo < -RANGE_MARGIN or hi > 255.0 + RANGE_MARGIN:
+        hint = (": 16-bit pixels? scale them to 0..255" if lo >= 0 and hi <= 65535
+                else ": is the mean subtracted already? pass the raw image; the model "
+                "normalises it itself" if lo < 0 else "")
+        raise InputRangeError(f"{expect}; {got}{hint}")
+    if x.is_floating_point() and -SMALL_RANGE <= lo and hi <= SMALL_RANGE and (lo, hi) != (0, 0):
+        hint = ("0..1 images (torchvision's ToTensor)? multiply them by 255"
+                if lo >= 0 and hi <= 1.0 else
+                "images normalised already (mean/std)? pass them before normalising: the "
+                "model applies its own preprocessing")
+        raise InputRangeError(f"{expect}; {got}: {hint} (only a 0..255 image darker than "
+                              f"{SMALL_RANGE:g}/255 everywhere looks like this; for one, "
+                              f"pass check_range=False)")

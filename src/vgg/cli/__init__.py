@@ -109,6 +109,7 @@ nonneg_int = _bounded(int, lambda v: v >= 0, ">= 0", "an integer", "nonneg_int")
 positive_float = _bounded(float, lambda v: v > 0, "> 0", "a number", "positive_float")
 nonneg_float = _bounded(float, lambda v: v >= 0, ">= 0", "a number", "nonneg_float")
 unit_float = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)", "a number", "unit_float")
+fraction = _bounded(float, lambda v: 0 < v < 1, "in (0, 1)", "a number", "fraction")
 
 
 def workers_count(text: str) -> int:
@@ -144,6 +145,32 @@ def add_device_flag(p: argparse.ArgumentParser, default: str | None = "auto") ->
 
     p.add_argument("--device", default=default, metavar="DEV",
                    help=f"{DEVICE_HELP} (default auto)")
+
+
+def add_list_flags(p: argparse._ActionsContainer, train: bool = True) -> None:
+    """--train-list, --val-list, --val-split, --split-seed (vgg.data.sources): which
+    images of --data train and which validate."""
+    if train:
+        p.add_argument("--train-list", metavar="FILE",
+                       help="file list of the training images: one a line, 'class/file.jpg' "
+                            "(Caltech-style train.txt: the class is the first folder) or "
+                            "'path,label' (CSV); paths relative to --data")
+    p.add_argument("--val-list", metavar="FILE",
+                   help="file list of the validation images (same forms; its labels must be "
+                        "classes of the training list)" if train else
+                        "file list of the images to score: 'class/file.jpg' or 'path,label' a "
+                        "line, paths relative to --data; labels must be classes of the net")
+    p.add_argument("--val-split", type=fraction, metavar="FRACTION",
+                   help="hold out this fraction of each class of the training images for "
+                        "validation (stratified, seeded; for class folders without val/)"
+                   if train else "score the held-out part a training run with this "
+                   "--val-split (and --split-seed, --train-list) validated on")
+    p.add_argument("--split-seed", type=nonneg_int, metavar="N",
+                   help="seed of --val-split (0; not the training seed, so the split stays "
+                        "put when --seed changes)")
+    if not train:
+        p.add_argument("--train-list", metavar="FILE",
+                       help="with --val-split: the training list that run split")
 
 
 def check_outputs(*pairs: tuple[object, str]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from . import add_device_flag, add_progress_flag, check_outputs, positive_int, workers_count
+from . import (add_device_flag, add_list_flags, add_progress_flag, check_outputs,
+               positive_int, workers_count)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,15 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "on a labelled dataset. Prints a table in the paper's layout (config, "
                     "train S, test Q, method, top-1, top-5).",
         epilog="--data DIR: a dataset root with DIR/val (class folders, or ImageNet's flat "
-               "val with its devkit), or else a folder of class folders. Default test "
-               "scales (Sect. 3.2): fixed S -> {S-32, S, S+32}; jittered [s_min, s_max] -> "
-               "{s_min, mid, s_max}; method center -> S or mid only.")
+               "val with its devkit), or else a folder of class folders; --val-list FILE "
+               "scores the images a list names (paths relative to DIR), --val-split F the "
+               "part of DIR's training images a `vgg train --val-split F` run held out. "
+               "Default test scales (Sect. 3.2): fixed S -> {S-32, S, S+32}; jittered "
+               "[s_min, s_max] -> {s_min, mid, s_max}; method center -> S or mid only.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint file(s)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate on")
     p.add_argument("--split", default=None, metavar="NAME",
                    help="the split to evaluate: a folder DIR/NAME (class folders, or "
                         "ImageNet's flat val) or a list file of DIR (default: val when "
                         "DIR/val exists, else DIR itself holds the class folders)")
+    add_list_flags(p, train=False)
     p.add_argument("--method", choices=("dense", "multicrop", "both", "center"),
                    default="dense", help="dense (default), multicrop (5x5 grid + mirrors = 50 "
                    "crops per scale), both (their average) or center (one centre crop)")
@@ -50,17 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_index(data: str, split: str | None, classes: list[str] | None):  # noqa: ANN201
-    """DIR/<split> (default val) through ``index_split``, else DIR as class folders."""
-    from ..data.folders import index_folder, index_split
-    from ..errors import DataError
+def load_index(args: argparse.Namespace, classes: list[str] | None,
+               known: str = "the net"):  # noqa: ANN201
+    """The images to score (``vgg.data.sources.eval_index``): --val-list, the held-out
+    part of --val-split, DIR/<split> (default val), else DIR as class folders."""
+    from ..data.sources import DataSpec, eval_index
 
-    root = Path(data)
-    if not root.is_dir():
-        raise DataError(f"dataset folder not found: {root}")
-    if split is not None or (root / "val").is_dir():
-        return index_split(root, split or "val", classes)
-    return index_folder(root, classes)
+    seed = getattr(args, "split_seed", None)
+    spec = DataSpec(args.data, getattr(args, "train_list", None),
+                    getattr(args, "val_list", None), getattr(args, "val_split", None),
+                    0 if seed is None else seed)
+    return eval_index(spec, args.split, classes, known)
 
 
 def result_rows(result) -> list:  # noqa: ANN001
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     scales = parse_scales(args.scales) if args.scales is not None else None
     check_outputs((args.save_posteriors, "--save-posteriors"), (args.json, "--json"))
     nets = [as_net(c, index=i) for i, c in enumerate(args.checkpoints)]
-    index = load_index(args.data, args.split, nets[0].model.classes)
+    index = load_index(args, nets[0].model.classes, nets[0].name)
     result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,
                       batch_size=args.batch, device=args.device, workers=args.workers,
                       amp=args.amp, multi_scale=not args.single_scale,

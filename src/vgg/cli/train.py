@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import (add_device_flag, add_model_flags, nonneg_float, nonneg_int, positive_float,
-               positive_int, side, unit_float, workers_count)
+from . import (add_device_flag, add_list_flags, add_model_flags, nonneg_float, nonneg_int,
+               positive_float, positive_int, side, unit_float, workers_count)
 
 _EPILOG = """\
 defaults are the paper's recipe (Sect. 3.1): SGD, momentum 0.9, batch 256, weight decay
@@ -26,6 +26,10 @@ examples:
             --scale 36-48 --batch 64 --lr 0.02 --init kaiming --schedule cosine \\
             --warmup 1 --epochs 30 --device cpu
                                              # scaled down for a laptop (docs/training.md)
+  vgg train --data caltech101/101_ObjectCategories --train-list caltech101/train.txt \
+            --val-list caltech101/test.txt ...   # split lists: 'class/file.jpg' a line
+  vgg train --data photos --val-split 0.2 ...    # class folders, no val/: 20% of each
+                                                 # class validates (--split-seed 0)
   vgg train --resume runs/A-S256             # continue a stopped/killed run exactly
   vgg train --resume runs/A-S256 --epochs 90 # ... and extend it
   torchrun --nproc-per-node 4 -m vgg train --config configs/D-S256.yaml --data DIR
@@ -50,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train a net with the paper's recipe (scale jittering, plateau lr, "
                       "resumable, multi-GPU via torchrun)",
         description="Train one of the nets of Table 1 on an ImageFolder-style dataset "
-                    "(DIR/train/<class>/..., DIR/val/...) with the recipe of Sect. 3.1. "
+                    "(DIR/train/<class>/..., DIR/val/...; or file lists of DIR, or class "
+                    "folders with a held-out --val-split) with the recipe of Sect. 3.1. "
                     "Writes RUN/last.pt, RUN/best.pt (both usable by `vgg evaluate` and "
                     "`vgg predict`), RUN/config.yaml, RUN/metrics.jsonl, RUN/curves.png.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,13 +86,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """--data, --out, --config, --resume, --overwrite (shared with `vgg localize train`)."""
     io = p.add_argument_group("data and run")
-    io.add_argument("--data", metavar="DIR", help="dataset folder with train/ and val/")
+    io.add_argument("--data", metavar="DIR", help="dataset folder: with train/ and val/ "
+                    "(any layout of docs/data.md), or the folder the paths of --train-list "
+                    "/ --val-list are relative to, or class folders split by --val-split")
+    add_list_flags(io)
     io.add_argument("--out", metavar="RUN", help="run folder (default runs/train)")
     io.add_argument("--config", metavar="FILE", help="YAML settings (configs/*.yaml); "
                     "flags given here override them")
     io.add_argument("--resume", metavar="RUN", help="continue the run in RUN exactly where "
                     "its last checkpoint left it (its config.yaml is used; only --epochs, "
-                    "--data, --device, --workers and saving/logging flags may change)")
+                    "--data, --train-list, --val-list (moved files, same images), --device, "
+                    "--workers and saving/logging flags may change)")
     io.add_argument("--overwrite", action="store_true",
                     help="start a new run in an --out folder that already holds one "
                          "(its checkpoints and metrics are replaced)")

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..progress import Progress
-from .folders import index_folder
+from .folders import ImageIndex, index_folder
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,55 @@ def val_count(n: int, val_fraction: float | None, val_per_class: int | None) -> 
         return 0
     k = val_per_class if val_per_class is not None else math.floor(val_fraction * n + 0.5)
     return min(max(int(k), 1), n - 1)
+
+
+def stratified_split(index: ImageIndex, val_fraction: float | None = None,
+                     val_per_class: int | None = None, seed: int = 0
+                     ) -> tuple[list[int], list[int]]:
+    """Positions in ``index.samples`` of the train and the val images (each list in index
+    order). Each class (by primary label) is split on its own: its images sorted by path,
+    then ``val_count`` of them chosen by ``default_rng([seed, crc32(class name)])``, so
+    the split depends on the seed and the class's own files only, not on their listing
+    order or on the other classes. ``vgg data split`` and ``--val-split`` share it: the
+    same fraction and seed pick the same val images of a class-folder tree."""
+    if val_per_class is None:
+        val_fraction = 0.2 if val_fraction is None else val_fraction
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"the val fraction must be in (0, 1), got {val_fraction}")
+    by_class: list[list[int]] = [[] for _ in index.classes]
+    for i, (_, c) in enumerate(index.samples):
+        by_class[c].append(i)
+    train: list[int] = []
+    val: list[int] = []
+    for name, members in zip(index.classes, by_class):
+        members.sort(key=lambda i: index.samples[i][0])
+        k = val_count(len(members), val_fraction, val_per_class)
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+        chosen = set(rng.permutation(len(members))[:k].tolist())
+        if len(members) == 1:
+            log.warning("class %s has one image: it goes to train only", name)
+        elif not members:
+            log.warning("class %s has no image: left out", name)
+        for j, i in enumerate(members):
+            (val if j in chosen else train).append(i)
+    return sorted(train), sorted(val)
+
+
+def split_index(index: ImageIndex, val_fraction: float, seed: int = 0
+                ) -> tuple[ImageIndex, ImageIndex]:
+    """``index`` split into (train, val) indexes by ``stratified_split``, with the same
+    classes; both record the split in ``meta`` (``val_split``, ``split_seed``,
+    ``split_part``) and keep the split name of ``index`` (default train): their files,
+    and the annotations found by split name, are those of the training images."""
+    train, val = stratified_split(index, val_fraction, None, seed)
+    if not val:
+        raise DataError(f"--val-split {val_fraction}: no class of {index.root or 'the data'} "
+                        f"has two images, so no image is left for validation")
+    parts = index.subset(train), index.subset(val)
+    for part, name in zip(parts, ("train", "val")):
+        part.meta.update(val_split=val_fraction, split_seed=seed, split_part=name,
+                         split=index.meta.get("split", "train"))
+    return parts
 
 
 def _place(src: Path, dst: Path, mode: str, shown: Path) -> None:
@@ -91,24 +140,15 @@ def split_folder(src: str | Path, out: str | Path, *, val_fraction: float | None
                         f"{'val' if 'val' in subdirs else 'test'}/); give the folder that "
                         f"holds the class folders, e.g. {src / 'train'}")
     index = index_folder(src)
-    by_class: list[list[Path]] = [[] for _ in index.classes]
-    for p, c in index.samples:
-        by_class[c].append(p)
+    train, val = stratified_split(index, val_fraction, val_per_class, seed)
+    in_val = set(val)
+    counts: dict[str, dict[str, int]] = {c: {"train": 0, "val": 0} for c in index.classes}
     plan: list[tuple[Path, Path]] = []
-    counts: dict[str, dict[str, int]] = {}
-    for c, (name, files) in enumerate(zip(index.classes, by_class)):
-        files = sorted(files)
-        k = val_count(len(files), val_fraction, val_per_class)
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-        val = set(rng.permutation(len(files))[:k].tolist())
-        if len(files) == 1:
-            log.warning("class %s has one image: it goes to train only", name)
-        elif not files:
-            log.warning("class %s has no image: left out", name)
-        counts[name] = {"train": len(files) - k, "val": k}
-        for i, p in enumerate(files):
-            rel = p.relative_to(src / name)
-            plan.append((p, Path("val" if i in val else "train") / name / rel))
+    for i in sorted(train + val, key=lambda i: index.samples[i]):
+        p, c = index.samples[i]
+        part = "val" if i in in_val else "train"
+        counts[index.classes[c]][part] += 1
+        plan.append((p, Path(part) / index.classes[c] / p.relative_to(src / index.classes[c])))
     carry_xml = index.boxes is not None
     tmp = out_abs.parent / f".{out_abs.name}.partial-{os.getpid()}"
     out_abs.parent.mkdir(parents=True, exist_ok=True)

@@ -62,16 +62,22 @@ def with_boxes(index: ImageIndex) -> tuple[ImageIndex, int]:
 
 def box_index(data: str | Path, split: str, classes: Sequence[str] | None,
               source: str | Path | None = None, train_classes: Sequence[str] | None = None,
-              what: str = "the net", quiet: bool = False) -> tuple[ImageIndex, int]:
-    """Split ``split`` of ``data`` with its boxes (``vgg.data.annotations.load_boxes``),
-    labels as positions in ``classes`` (a net's classes; default the dataset's), keeping
-    only images with a usable box. Returns (index, images left out for having none)."""
+              what: str = "the net", quiet: bool = False, index: ImageIndex | None = None
+              ) -> tuple[ImageIndex, int]:
+    """Split ``split`` of ``data`` (or the images of ``index``, chosen by the caller:
+    ``vgg.data.sources``) with its boxes (``vgg.data.annotations.load_boxes``), labels as
+    positions in ``classes`` (a net's classes; default the dataset's), keeping only
+    images with a usable box. Returns (index, images left out for having none)."""
     from ..data.annotations import load_boxes
     from ..data.folders import index_split
 
-    index = index_split(data, split, classes=list(train_classes) if train_classes else None)
+    if index is None:
+        index = index_split(data, split,
+                            classes=list(train_classes) if train_classes else None)
     names = list(classes) if classes is not None else list(index.classes)
-    load_boxes(index, source=source, split=split, classes=names, quiet=quiet)
+    # boxes are looked for where the files are (a --val-split's val images lie in train)
+    load_boxes(index, source=source, split=index.meta.get("split", split), classes=names,
+               quiet=quiet)
     if classes is not None:
         index = map_to_classes(index, names, what)
     kept, dropped = with_boxes(index)

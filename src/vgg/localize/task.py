@@ -61,19 +61,21 @@ class LocalisationTask(Task):
     def indexes(self, net_classes: list[str] | None = None
                 ) -> tuple[ImageIndex, ImageIndex]:
         """The images with boxes, labelled as positions in the classes of the net the run
-        starts from (the classification checkpoint) or resumes."""
+        starts from (the classification checkpoint) or resumes. The images are chosen as
+        for classification (DIR's splits, file lists or --val-split)."""
+        from ..data.sources import DataSpec, train_val_indexes
         from .data import box_index, mean_box
 
         cfg = self.cfg
         classes = net_classes
         what = cfg.finetune_from or cfg.resume or "the net"
+        train_all, val_all = train_val_indexes(DataSpec.of(cfg))
         train, self.dropped["train"] = box_index(cfg.data, "train", classes, cfg.boxes,
-                                                 what=str(what))
+                                                 what=str(what), index=train_all)
         source = cfg.boxes if cfg.boxes is None or not str(cfg.boxes).endswith(".csv") \
-            else None  # a train CSV does not hold the val boxes: look for them
+            or cfg.val_split is not None else None  # a train CSV lacks the val boxes
         val, self.dropped["val"] = box_index(cfg.data, "val", list(train.classes), source,
-                                             train_classes=None if classes else train.classes,
-                                             what=str(what))
+                                             what=str(what), index=val_all)
         self.mean_box = mean_box(train)
         log.info("localisation data: %d training and %d validation images with boxes "
                  "(%d and %d without a usable box left out); mean box %.0f%% x %.0f%% of "

@@ -35,6 +35,10 @@ class TrainConfig(NetShape):
     (``finetune_from``)."""
 
     data: str | None = None          # DIR with train/ and val/ (ImageFolder or ImageNet)
+    train_list: str | None = None    # file list of the training images (paths relative to DIR)
+    val_list: str | None = None      # file list of the validation images
+    val_split: float | None = None   # fraction of each class held out for validation
+    split_seed: int = 0              # the seed of that split (not of training)
     out: str = "runs/train"          # run folder: last.pt, best.pt, metrics.jsonl, ...
     head: str = "classes"            # "classes" | "scr" | "pcr" (localisation)
     tune: str = "all"                # localisation: "all" layers, or "fc" (FC1, FC2, FC8)
@@ -100,7 +104,7 @@ class TrainConfig(NetShape):
             raise ConfigError(f"scale (--scale) S={s_min} is smaller than the crop {self.crop}")
         ints = {"epochs": (1, MAX_EPOCHS), "batch": (1, MAX_BATCH), "patience": (0, 10_000),
                 "lr_decreases": (0, 100), "stats_limit": (1, 10**9), "seed": (0, MAX_SEED),
-                "save_every_steps": (0, 10**12)}
+                "save_every_steps": (0, 10**12), "split_seed": (0, MAX_SEED)}
         for name, (lo, hi) in ints.items():
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo, hi))
         for name in ("micro_batch", "val_batch"):
@@ -135,8 +139,16 @@ class TrainConfig(NetShape):
             raise ConfigError(f"device (--device) must be auto, cpu, cuda, cuda:N or mps, "
                               f"got {self.device!r}")
         object.__setattr__(self, "workers", check_workers(self.workers))
-        for name in ("data", "out", "boxes", "init_from", "finetune_from", "resume", "stats"):
+        for name in ("data", "out", "boxes", "init_from", "finetune_from", "resume", "stats",
+                     "train_list", "val_list"):
             check_str(name, getattr(self, name), allow_none=name != "out")
+        if self.val_split is not None:
+            object.__setattr__(self, "val_split", check_float(
+                "val_split", self.val_split, 0.0, 1.0, lo_open=True, hi_open=True))
+            if self.val_list is not None:
+                raise ConfigError("give --val-list or --val-split, not both: --val-split "
+                                  "holds out part of the training images, --val-list names "
+                                  "the validation images")
         if self.val_scale is not None:
             object.__setattr__(self, "val_scale", check_int("val_scale", self.val_scale,
                                                             self.crop, MAX_SIDE))
@@ -237,9 +249,12 @@ def resolve(file_values: dict[str, Any] | None = None,
         raise ConfigError(f"bad config value: {e}") from None
 
 
-# Settings a resumed run may change: they do not alter the arithmetic of training.
-RESUME_OVERRIDABLE = ("data", "epochs", "device", "workers", "save_every_minutes",
-                      "save_every_steps", "progress", "compile", "tensorboard", "plot")
+# Settings a resumed run may change: they do not alter the arithmetic of training. The
+# data folder and the list files may move; the trainer checks that they hold the same
+# images (vgg.data.sources.fingerprint).
+RESUME_OVERRIDABLE = ("data", "train_list", "val_list", "epochs", "device", "workers",
+                      "save_every_minutes", "save_every_steps", "progress", "compile",
+                      "tensorboard", "plot")
 
 
 def resume_config(run: str | os.PathLike[str], given: dict[str, Any] | None = None

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..checkpoint import (Checkpoint, load_checkpoint, nonfinite_keys,
                           remove_orphan_temporaries)
+from ..data.sources import check_same_images, fingerprint
 from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError, VggError
 from ..model import VGG, build, init_from
@@ -261,6 +262,11 @@ class Trainer:
         start = self.resume_ckpt or self.source
         self.train_index, self.val_index = self.task.indexes(
             start.classes if start is not None else None)
+        self.data_fingerprint = {"train": fingerprint(self.train_index),
+                                 "val": fingerprint(self.val_index)}
+        if self.resume_ckpt is not None:  # the same images, however the folder is reached
+            check_same_images(self.resume_ckpt.meta.get("data"), self.data_fingerprint,
+                              str(cfg.resume))
         self.classes = list(self.train_index.classes)
         self.model = self._build_model()
         if self.main:  # before the (possibly long) statistics pass
@@ -452,8 +458,8 @@ class Trainer:
         meta = {"train_scale": list(self.cfg.scale), "stats": self.stats.to_dict(),
                 "epoch": self.position.epoch, "global_step": self.position.global_step,
                 self.task.primary: val_err,
-                "dataset": str(self.cfg.data), "test_scale": self.cfg.test_scale,
-                "run": str(self.run_dir)}
+                "dataset": str(self.cfg.data), "data": self.data_fingerprint,
+                "test_scale": self.cfg.test_scale, "run": str(self.run_dir)}
         return meta | self.task.meta(self)
 
     def _check_weights(self) -> None:

@@ -37,14 +37,13 @@ class Task(ABC):
 
     def indexes(self, net_classes: list[str] | None = None
                 ) -> tuple[ImageIndex, ImageIndex]:
-        """(train, val) indexes of ``cfg.data``, with the same class list. ``net_classes``:
-        the classes of the checkpoint the run starts from or resumes, if any (a
-        classification run takes its classes from the data)."""
-        from ..data.folders import index_split
+        """(train, val) indexes of ``cfg.data`` (its splits, ``--train-list`` /
+        ``--val-list`` or ``--val-split``: ``vgg.data.sources``), with the same class list.
+        ``net_classes``: the classes of the checkpoint the run starts from or resumes, if
+        any (a classification run takes its classes from the data)."""
+        from ..data.sources import DataSpec, train_val_indexes
 
-        train = index_split(self.cfg.data, "train")  # type: ignore[arg-type]
-        val = index_split(self.cfg.data, "val", classes=list(train.classes))
-        return train, val
+        return train_val_indexes(DataSpec.of(self.cfg))
 
     def prepare(self, model: VGG, from_checkpoint: bool) -> None:
         """Adjust a freshly built or fine-tuned net before training (e.g. freeze layers)."""
