@@ -9,9 +9,11 @@ compares activations:
 
 - content (``style=False``): ``sum_l w_l * mean((F_l(x) - F_l(y))^2)``, Johnson et al.'s
   feature reconstruction loss (squared distance over C_l H_l W_l, averaged over the batch);
-- style (``style=True``): ``sum_l w_l * sum((G_l(x) - G_l(y))^2)`` with the Gram matrix
+- style (``style=True``): ``sum_l w_l * mean((G_l(x) - G_l(y))^2)`` with the Gram matrix
   ``G_l = F_l F_l^T / (C_l H_l W_l)`` (C_l x C_l, so ``x`` and ``y`` may differ in size;
-  a single target image is compared with every image of the batch).
+  a single target image is compared with every image of the batch). Gatys et al. and
+  PyTorch's neural-style tutorial normalise the same way, so that tutorial's weights
+  (content 1, style 1e6) are a starting point.
 
 The loss keeps its own frozen copy of the conv layers it needs (``requires_grad=False``,
 eval mode kept even inside a module put in training mode), so the model passed in is left
@@ -137,10 +139,7 @@ class PerceptualLoss(nn.Module):
                 raise ValueError(f"content loss at {name}: input activations {tuple(a.shape)} "
                                  f"and target {tuple(b.shape)} differ (give images of the "
                                  f"same size)")
-            if self.style:
-                total = total + w * (a - b).pow(2).sum(dim=(1, 2)).mean()
-            else:
-                total = total + w * (a - b).pow(2).mean()
+            total = total + w * (a - b).pow(2).mean()
         return total
 
     def extra_repr(self) -> str:
