@@ -405,7 +405,12 @@ def _arch_for(kernels: list[int], arch: str | None, lrn: bool, where: str) -> st
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
+    """A float32 tensor owning its memory: copies only arrays that are views of a read-only
+    buffer (a Caffe file's bytes), unaligned, of another dtype or not contiguous."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not (a.flags.writeable and a.flags.aligned):
+        a = a.copy()
+    return torch.from_numpy(a)
 
 
 def _assemble(convs: list[tuple[str, np.ndarray, np.ndarray]],
