@@ -101,7 +101,7 @@ def test_caffemodel_truncated_garbage_or_empty(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="corrupt or truncated .*runs past the end"):
         load_checkpoint(bad)  # every command goes through here
     rng = np.random.default_rng(1)
-    for i in range(20):
+    for _ in range(20):
         junk = tmp_path / "junk.caffemodel"
         junk.write_bytes(bytes(rng.integers(0, 256, 2000, dtype=np.uint8)))
         with pytest.raises(CheckpointError, match="junk.caffemodel"):

@@ -53,7 +53,8 @@ class PerceptualLoss(nn.Module):
 
     ``model``: a :class:`VGG` (or its fully-convolutional form), or a path to any weights
     file vgg reads (a converted torchvision net, a Caffe or Keras file, a Keras ``_notop``
-    file). Only its conv stack up to the deepest of ``layers`` is kept (a frozen copy). ``layers``: paper names of the conv stack
+    file). Only its conv stack up to the deepest of ``layers`` is kept (a frozen copy).
+    ``layers``: paper names of the conv stack
     (``relu1_2``, ``conv3_1``, ``pool4``...); ``weights``: one non-negative factor per
     layer (default 1). ``forward(x, target)``: ``x`` (N, 3, H, W) RGB in [0, 1];
     ``target`` the same, or the dict :meth:`features` returned for it (computed once,

@@ -341,7 +341,8 @@ TORCHVISION_TRAIN_SCALE = [256]
 FEATURES_ONLY_CROP = 224
 
 _KIND_TEXT = {"torch": "torch file (.pth/.pt)", "safetensors": "safetensors file",
-              "caffe": "Caffe model", "keras": "Keras HDF5 file", "unknown": "file"}
+              "caffe": "Caffe model", "keras": "Keras HDF5 file",
+              "unknown": "file of no format vgg knows"}
 _FORMAT_KINDS = {"torchvision": ("torch", "safetensors"), "timm": ("torch", "safetensors"),
                  "caffe": ("caffe", "unknown"), "keras": ("keras",)}
 
@@ -599,9 +600,9 @@ def read_weights(source: str | os.PathLike[str], fmt: str | None = None, *,
     content (HDF5 -> Keras; zip/pickle or safetensors -> a vgg file, or timm when it has
     ``pre_logits.fc1`` keys, else torchvision; a NetParameter protobuf -> Caffe). A vgg
     checkpoint or vgg safetensors file is returned as it is (with ``fmt`` given or not
-    ``allow_vgg``, that is an error: nothing to convert). ``arch`` / ``batch_norm`` pin the config (else inferred
-    from the shapes). ``classes``: "auto" (the ImageNet classes for a 1000-output net),
-    "imagenet", a list of names, or None. The preprocessing is the weights' own:
+    ``allow_vgg``, that is an error: nothing to convert). ``arch`` / ``batch_norm`` pin
+    the config (else inferred from the shapes). ``classes``: "auto" (the ImageNet classes
+    for a 1000-output net), "imagenet", a list of names, or None. The preprocessing is the weights' own:
     torchvision's mean/std on [0, 1] inputs for torchvision and timm, BGR 0..255 minus
     [103.939, 116.779, 123.68] for Caffe and Keras. ``meta`` records ``converted_from``,
     ``source``, ``train_scale`` (full-size nets) and ``features_only`` (no FC layers in
