@@ -119,6 +119,11 @@ def test_missing_empty_corrupt_and_foreign_files(tmp_path: Path) -> None:
     bare = tmp_path / "bare.pt"
     torch.save(small_model().state_dict(), bare)
     with pytest.raises(CheckpointError, match="not a vgg checkpoint"):
+        load_checkpoint(bare, convert=False)
+    # by default a bare torchvision-layout state dict is converted on the fly
+    assert load_checkpoint(bare).meta["converted_from"] == "torchvision"
+    torch.save({"epoch": 3, "weights": [1, 2]}, bare)  # a dict that is no state dict
+    with pytest.raises(CheckpointError, match="bare.pt: entries that are not tensors"):
         load_checkpoint(bare)
     folder = tmp_path / "dir.pt"
     folder.mkdir()

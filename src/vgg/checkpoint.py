@@ -164,11 +164,18 @@ def save_checkpoint(path: str | os.PathLike[str], model: VGG,
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
 
 
+def _all_finite(v: torch.Tensor, chunk: int = 1 << 22) -> bool:
+    # In chunks: torch.isfinite makes float temporaries as large as its input, 400 MB
+    # more peak memory for VGG-16's FC6 in one piece.
+    flat = v.detach().reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + chunk]).all())
+               for i in range(0, flat.numel(), chunk))
+
+
 def nonfinite_keys(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding a NaN or an infinity."""
     return [k for k, v in state_dict.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-            and not bool(torch.isfinite(v).all())]
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not _all_finite(v)]
 
 
 def check_finite(state_dict: dict[str, torch.Tensor], where: str) -> None:
@@ -182,10 +189,33 @@ def check_finite(state_dict: dict[str, torch.Tensor], where: str) -> None:
                               f"diverged; use an earlier checkpoint")
 
 
+def _converted(path: Path, convert: Callable[[], Checkpoint]) -> Checkpoint:
+    """A foreign weights file read through ``vgg.weights``, said once in the log."""
+    from .weights import describe_source
+
+    ckpt = convert()
+    if ckpt.meta.get("converted_from"):
+        log.info("%s: %s, converted on the fly (`vgg convert` saves the conversion)", path,
+                 describe_source(ckpt))
+    return ckpt
+
+
+def _unreadable(path: Path) -> str:
+    if path.stat().st_size == 0:
+        return "empty (0 bytes)"
+    return ("corrupt or truncated, or not a format vgg reads (a vgg checkpoint, torchvision "
+            "or timm .pth/.safetensors, Caffe .caffemodel, Keras .h5)")
+
+
 def load_checkpoint(path: str | os.PathLike[str],
                     map_location: str | torch.device = "cpu",
-                    allow_nonfinite: bool = False) -> Checkpoint:
+                    allow_nonfinite: bool = False, convert: bool = True) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, safely.
+
+    With ``convert`` (the default) any other weights file vgg reads is converted on the
+    fly and said so in the log: torchvision / timm ``.pth`` or ``.safetensors`` files,
+    vgg safetensors exports, Caffe ``.caffemodel`` and Keras ``.h5`` files (see
+    :func:`vgg.weights.read_weights`; the format comes from the file's content).
 
     Raises ``CheckpointError`` naming the file when it is missing, not a checkpoint,
     corrupt, carries pickled code, or (unless ``allow_nonfinite``) holds NaN or infinite
@@ -197,6 +227,15 @@ def load_checkpoint(path: str | os.PathLike[str],
                               f"holds best.pt and last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if convert:
+        from .weights import read_weights, sniff_format
+
+        kind = sniff_format(path)
+        if kind in ("caffe", "keras", "safetensors"):
+            return _converted(path, lambda: read_weights(path))
+        if kind == "unknown":  # neither zip nor pickle: no torch file at all
+            raise CheckpointError(f"cannot read checkpoint {path}: the file is "
+                                  f"{_unreadable(path)}")
     try:
         d = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -209,12 +248,15 @@ def load_checkpoint(path: str | os.PathLike[str],
                               f"truncated") from None
     except Exception as e:  # noqa: BLE001 - random bytes raise anything from the unpickler
         log.debug("reading %s failed: %s: %s", path, type(e).__name__, e)
-        size = path.stat().st_size
-        what = "empty (0 bytes)" if size == 0 else "corrupt or truncated, or not a torch file"
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is {what}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is "
+                              f"{_unreadable(path)}") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a vgg checkpoint (use `vgg.weights` to "
-                              f"convert torchvision/timm/Caffe weights)")
+        if convert and isinstance(d, dict):
+            from .weights import read_weights
+
+            return _converted(path, lambda: read_weights(path, obj=d))
+        raise CheckpointError(f"{path} is not a vgg checkpoint (`vgg convert` converts "
+                              f"torchvision/timm/Caffe/Keras weights)")
     if not isinstance(d.get("version", 0), int) or d.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer vgg (format "
                               f"{d.get('version')} > {VERSION})")
@@ -258,6 +300,8 @@ def describe(ckpt: Checkpoint) -> str:
     """One line saying what a checkpoint holds: "classification net D (1000 classes)" or
     "localisation net D with a PCR head (200 classes)"."""
     c = ckpt.config
+    if ckpt.meta.get("features_only"):
+        return f"convolutional layers of net {c.name} (no FC layers)"
     if c.is_classifier:
         return f"classification net {c.name} ({c.num_classes} classes)"
     return f"localisation net {c.name} with a {c.head.upper()} head ({c.num_classes} classes)"
@@ -266,6 +310,11 @@ def describe(ckpt: Checkpoint) -> str:
 def require_head(ckpt: Checkpoint, classifier: bool, command: str) -> None:
     """``CheckpointError`` when a classification command gets a localisation checkpoint or
     the other way round, saying what the file is and what to run instead."""
+    if ckpt.meta.get("features_only"):
+        raise CheckpointError(f"{ckpt.path} holds convolutional layers only (no FC layers, "
+                              f"e.g. a Keras _notop file), so it cannot classify: use it for "
+                              f"features (vgg.PerceptualLoss, model.extract) or to start "
+                              f"training (`vgg train --finetune-from`)")
     if ckpt.config.is_classifier == classifier:
         return
     if classifier:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .archs import ARCHS, parse_token, resolve_arch
+from .archs import ALIASES, ARCHS, parse_token, resolve_arch
 from .errors import ConfigError
 from .preprocess import Preprocess, check_input_range
 from .settings import MAX_SIDE, check_bool, check_choice, check_float, check_int
@@ -585,17 +585,34 @@ def init_from(model: VGG, source: VGG, n_conv: int = 4) -> list[str]:
 
 
 def build(arch: str = "D", *, batch_norm: bool = False, num_classes: int | None = None,
-          width: float = 1.0, fc_width: int = 4096, crop: int = 224, dropout: float = 0.5,
-          init: str = "gaussian", init_std: float = PAPER_INIT_STD,
+          width: float | None = None, fc_width: int | None = None, crop: int | None = None,
+          dropout: float = 0.5, init: str = "gaussian", init_std: float = PAPER_INIT_STD,
           classes: Sequence[str] | None = None, preprocess: Preprocess | None = None,
-          generator: torch.Generator | None = None, head: str = "classes") -> VGG:
+          generator: torch.Generator | None = None, head: str = "classes",
+          weights: Any = None) -> VGG:
     """Build a Table 1 net. ``arch``: A, A-LRN, B, C, D, E, B-5x5 or an alias (vgg16,
-    vgg16_bn, ...). ``num_classes`` defaults to ``len(classes)`` or 1000. ``head``:
-    "classes", or "scr" / "pcr" for a localisation net (Appendix A)."""
+    vgg16_bn, ...). ``num_classes`` defaults to ``len(classes)`` or 1000; ``width``,
+    ``fc_width`` and ``crop`` to the paper's 1.0, 4096 and 224. ``head``: "classes", or
+    "scr" / "pcr" for a localisation net (Appendix A).
+
+    ``weights``: a file vgg reads (a vgg checkpoint or safetensors export, torchvision or
+    timm ``.pth`` / ``.safetensors``, Caffe ``.caffemodel``, Keras ``.h5``) or a torchvision
+    state dict: the net then has those weights and their preprocessing, its shape is read
+    off them (``width`` / ``fc_width`` / ``crop`` must agree when given), and another
+    ``num_classes`` replaces FC8 (see :func:`vgg.weights.pretrained`)."""
+    if weights is not None:
+        from .weights import pretrained
+
+        return pretrained(weights, arch, batch_norm, num_classes=num_classes,
+                          classes=classes, width=width, fc_width=fc_width, crop=crop,
+                          dropout=dropout, preprocess=preprocess, init=init,
+                          init_std=init_std, generator=generator, head=head)
     if num_classes is None:
         num_classes = len(classes) if classes is not None else 1000
     config = VGGConfig(arch=arch, batch_norm=batch_norm, num_classes=num_classes,
-                       width=width, fc_width=fc_width, crop=crop, dropout=dropout, head=head)
+                       width=1.0 if width is None else width,
+                       fc_width=4096 if fc_width is None else fc_width,
+                       crop=224 if crop is None else crop, dropout=dropout, head=head)
     with torch.device("meta"):  # skip torch's default init: init_weights sets every weight
         model = VGG(config, classes=classes, preprocess=preprocess)
     model.to_empty(device="cpu")  # keeps the channels-last strides
@@ -604,6 +621,31 @@ def build(arch: str = "D", *, batch_norm: bool = False, num_classes: int | None 
             m.reset_running_stats()
     init_weights(model, init, init_std, generator=generator)
     return model
+
+
+def create_model(name: str, weights: Any = None, num_classes: int | None = None,
+                 **kwargs: Any) -> VGG:
+    """The net called ``name`` (see :func:`list_models`; Table 1 names like "D" or
+    "A-LRN" work too), optionally with ``weights`` (any file vgg reads) and another
+    ``num_classes`` (a fresh FC8). Other keyword arguments go to :func:`build`."""
+    try:
+        arch, bn = resolve_arch(name)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    bn = bn or bool(kwargs.pop("batch_norm", False))
+    return build(arch, batch_norm=bn, num_classes=num_classes, weights=weights, **kwargs)
+
+
+def list_models() -> list[str]:
+    """The names :func:`create_model` takes: torchvision's (vgg11 ... vgg19_bn) and the
+    paper's other nets (vgg11_lrn = A-LRN, vgg16_c = C, vgg13_5x5 = the 5x5 net of
+    Sect. 4.1), with _bn variants (none for A-LRN: LRN and batch norm both normalise)."""
+    names = []
+    for alias, arch in ALIASES.items():
+        names.append(alias)
+        if arch != "A-LRN":
+            names.append(alias + "_bn")
+    return sorted(names)
 
 
 def vgg11(**kwargs: Any) -> VGG:

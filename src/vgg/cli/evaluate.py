@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "part of DIR's training images a `vgg train --val-split F` run held out. "
                "Default test scales (Sect. 3.2): fixed S -> {S-32, S, S+32}; jittered "
                "[s_min, s_max] -> {s_min, mid, s_max}; method center -> S or mid only.")
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint file(s)")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help="checkpoint file(s); torchvision/timm/Caffe/Keras weights are "
+                        "converted on the fly")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate on")
     p.add_argument("--split", default=None, metavar="NAME",
                    help="the split to evaluate: a folder DIR/NAME (class folders, or "

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "dynamic batch, or with --fully-conv the dense net of Sect. 3.2 with "
                     "dynamic batch, height and width) and/or as safetensors (weights plus "
                     "config, class names and preprocessing in the metadata).")
-    p.add_argument("checkpoint", type=Path, metavar="CKPT", help="a checkpoint written by vgg")
+    p.add_argument("checkpoint", type=Path, metavar="CKPT",
+                   help="a vgg checkpoint, or weights vgg converts on the fly (torchvision, "
+                        "timm, Caffe, Keras)")
     p.add_argument("--onnx", type=Path, metavar="OUT", help="write an ONNX model here")
     p.add_argument("--fully-conv", action="store_true",
                    help="ONNX: export the fully-convolutional net (any H, W >= crop; outputs "
@@ -32,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
-    from ..errors import ConfigError
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError, ConfigError
     from ..weights import export_onnx, export_safetensors
 
     if args.onnx is None and args.safetensors is None:
@@ -41,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.fully_conv and args.onnx is None:
         raise ConfigError("--fully-conv applies to --onnx only")
     check_outputs((args.safetensors, "--safetensors"), (args.onnx, "--onnx"))
-    model = load_model(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.meta.get("features_only"):
+        raise CheckpointError(f"{args.checkpoint} holds convolutional layers only (no FC "
+                              f"layers): there is no classifier to export")
+    model = ckpt.build_model().eval()
     if args.safetensors is not None:
         path = export_safetensors(model, args.safetensors)
         print(f"wrote {path}")

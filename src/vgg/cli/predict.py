@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Predict the classes of images with a checkpoint: dense evaluation "
                     "(Sect. 3.2) at one test scale (S, or the middle of the training range) "
                     "unless --scale / --method say otherwise.")
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a vgg checkpoint, or torchvision/timm/Caffe/Keras weights (converted "
+                        "on the fly)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
     p.add_argument("--scale", type=side, default=None, metavar="Q",

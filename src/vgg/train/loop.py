@@ -377,6 +377,10 @@ class Trainer:
                       dropout=cfg.dropout, init=cfg.init, init_std=cfg.init_std,
                       classes=self.classes, generator=gen, head=cfg.head)
         if cfg.init_from:
+            if self.source.meta.get("features_only"):  # type: ignore[union-attr]
+                raise CheckpointError(f"--init-from {cfg.init_from}: it has no FC layers to "
+                                      f"copy (Sect. 3.1 copies four convs and fc6-fc8); use "
+                                      f"--finetune-from to start from its conv layers")
             copied = init_from(model, self.source.build_model())  # type: ignore[union-attr]
             log.info("initialised %s from %s", ", ".join(copied), cfg.init_from)
         if cfg.finetune_from:
@@ -392,16 +396,18 @@ class Trainer:
     def _load_finetune(self, model: VGG, ck: Checkpoint) -> None:
         """All weights of ``ck``, except FC8 when it cannot mean the same thing here
         (another class count or class order, or a box head replacing class scores):
-        FC8 then keeps its fresh initialisation."""
+        FC8 then keeps its fresh initialisation. A features-only checkpoint (no FC layers,
+        e.g. a Keras _notop file) gives the conv layers; FC6-FC8 start fresh."""
         path = ck.path
         own = model.state_dict()
         same_last = (ck.config.head == model.config.head and ck.classes == model.classes
                      and ck.config.out_features == model.config.out_features)
+        fresh = "classifier." if ck.meta.get("features_only") else "classifier.6."
         state, skipped = {}, []
         for k, v in ck.state_dict.items():
             if k not in own:
                 raise CheckpointError(f"{path}: layer {k} does not exist in {model.config.name}")
-            if k.startswith("classifier.6.") and not same_last:
+            if k.startswith(fresh) and (fresh == "classifier." or not same_last):
                 skipped.append(k)
                 continue
             if own[k].shape != v.shape:
@@ -413,7 +419,10 @@ class Trainer:
         if missing:
             raise CheckpointError(f"{path} lacks {sorted(missing)[:4]} of {model.config.name}")
         model.load_state_dict(state, strict=False)
-        if skipped:
+        if ck.meta.get("features_only"):
+            log.info("fine-tuning from the conv layers of %s (it has no FC layers: fc6-fc8 "
+                     "start random)", path)
+        elif skipped:
             what = ("a box regressor" if not model.config.is_classifier
                     else f"{len(self.classes)} classes")
             log.info("fine-tuning from %s (every layer but the last, which starts random "
