@@ -353,7 +353,7 @@ def test_trained_features_beat_the_random_net_on_voc_layout(tmp_path: Path) -> N
                     init="kaiming", batch_norm=True)
     opt = torch.optim.Adam(net.parameters(), 3e-3)
     net.train()
-    for step in range(1500):
+    for step in range(800):
         b = torch.randint(0, len(X), (32,))
         x = net.preprocess(X[b])
         loss = torch.nn.functional.cross_entropy(net(x.flip(3) if step % 2 else x), y[b])
@@ -363,12 +363,29 @@ def test_trained_features_beat_the_random_net_on_voc_layout(tmp_path: Path) -> N
     net.eval()
     vgg.save_checkpoint(tmp_path / "net.pt", net)
     voc = make_shapes_dataset(tmp_path / "VOC2007", classes=4, train_per_class=30,
-                              val_per_class=25, min_side=40, max_side=56, multi=True,
-                              workers=0, layout="voc", seed=1)
+                              val_per_class=25, min_side=40, max_side=56, workers=0,
+                              layout="voc", seed=1, object_size=(0.3, 0.9))
     assert main(["transfer", str(tmp_path / "net.pt"), "--data", str(voc), "--scales",
                  "32,40", "--workers", "0", "--no-progress", "--jobs", "1",
                  "--json", str(tmp_path / "v.json")]) == 0
     r = {(x["label"], x["metric"]): x["value"]
          for x in json.loads((tmp_path / "v.json").read_text())["results"]}
     m = P.AP_NAMES["voc07_11point"]
-    assert r[("trained", m)] > r[("random init", m)] + 0.01, r
+    # measured: 0.49 vs 0.36 (600 steps), 0.62 vs 0.36 (1500 steps)
+    assert r[("trained", m)] > r[("random init", m)] + 0.05, r
+
+
+def test_features_only_nets_pool_a_conv_layer(tmp_path: Path) -> None:
+    """A converted Keras "_notop" file (no FC layers) describes images by a conv layer;
+    asking it for relu7 is a clear error."""
+    from _formats_util import keras_vgg16_layers, random_keras_vgg16, write_keras_h5
+
+    path = write_keras_h5(tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                          random_keras_vgg16(np.random.default_rng(0), top=False),
+                          keras_vgg16_layers(top=False))
+    make_images(tmp_path / "d", sizes=[(64, 64), (72, 64)])
+    index = index_folder(tmp_path / "d")
+    f = F.extract_features(path, index, [64], layer="relu5_3", workers=0, progress=False)
+    assert f.X.shape == (6, 32) and np.isfinite(f.X).all()
+    with pytest.raises(ConfigError, match="no FC layers.*--layer relu5_3"):
+        F.extract_features(path, index, [64], workers=0, progress=False)

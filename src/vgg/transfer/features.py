@@ -59,6 +59,7 @@ class FeatureNet:
     model: VGG
     name: str
     identity: str = ""  # what the shard manifest compares: file + size + time, or weights
+    features_only: bool = False  # a converted "_notop" file: no FC layers to pool
 
     @property
     def crop(self) -> int:
@@ -86,9 +87,11 @@ def as_feature_net(obj: VGG | Checkpoint | FeatureNet | str | os.PathLike[str],
         ckpt = load_checkpoint(path)
         st = path.stat()
         return FeatureNet(ckpt.build_model(), str(path), f"{path.resolve()}:{st.st_size}:"
-                                                           f"{st.st_mtime_ns}")
+                                                           f"{st.st_mtime_ns}",
+                          bool(ckpt.meta.get("features_only")))
     if isinstance(obj, Checkpoint):
-        return FeatureNet(obj.build_model(), str(obj.path or f"net{index}"))
+        return FeatureNet(obj.build_model(), str(obj.path or f"net{index}"),
+                          features_only=bool(obj.meta.get("features_only")))
     if isinstance(obj, VGG):
         return FeatureNet(obj, f"net{index} ({obj.config.name})")
     raise TypeError(f"cannot take features from a {type(obj).__name__}")
@@ -102,7 +105,7 @@ def random_like(net: FeatureNet, seed: int = 0) -> FeatureNet:
     model = VGG(net.model.config, net.model.classes, net.model.preprocess)
     init_weights(model)
     return FeatureNet(model.eval(), f"random {net.model.config.name} (seed {seed})",
-                      f"random:{net.model.config.name}:{seed}")
+                      f"random:{net.model.config.name}:{seed}", net.features_only)
 
 
 def layer_dim(model: VGG, layer: str) -> int:
@@ -134,6 +137,9 @@ def check_layer_scales(net: FeatureNet, layer: str, scales: Sequence[int]) -> li
     """``scales`` checked for ``layer`` of ``net``: FC layers (applied as convs) need
     Q >= crop, conv layers Q >= 32."""
     layer_dim(net.model, layer)
+    if net.features_only and layer in HEAD_NAMES:
+        raise ConfigError(f"{net.name} has no FC layers (converted from a features-only "
+                          f"file): pool a conv layer, e.g. --layer relu5_3")
     low = net.crop if layer in HEAD_NAMES else MIN_CONV_SIDE
     qs = sorted({int(q) for q in scales})
     if not qs:
