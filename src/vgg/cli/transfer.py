@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default: average for voc and boxes, stack for caltech/classes")
     t.add_argument("--C", dest="C", default=None, metavar="C,C,...",
                    help="SVM regularisation values to choose from on the held-out 20%% "
-                        "(default 0.01,0.1,1,10,100)")
+                        "(default 0.01,0.1,1,10,100,1000)")
     t.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the random-init baseline (halves the extraction time)")
     t.add_argument("--features-dir", default=None, metavar="DIR",
