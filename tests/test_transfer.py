@@ -389,3 +389,31 @@ def test_features_only_nets_pool_a_conv_layer(tmp_path: Path) -> None:
     assert f.X.shape == (6, 32) and np.isfinite(f.X).all()
     with pytest.raises(ConfigError, match="no FC layers.*--layer relu5_3"):
         F.extract_features(path, index, [64], workers=0, progress=False)
+
+
+def test_split_class_folders_and_voc_devkit_roots(voc: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A class-folder set with train/ and val/ is scored train -> val (not as two classes
+    "train" and "val"); VOCdevkit/ holding one year is read as that year."""
+    make_images(tmp_path / "s" / "train", sizes=[(40, 40), (48, 40), (40, 56)])
+    make_images(tmp_path / "s" / "val", sizes=[(40, 40), (44, 40)], seed=1)
+    ck = save_net(tmp_path / "n.pt")
+    common = ["--workers", "0", "--no-progress", "--jobs", "1", "--C", "1", "--scales", "32",
+              "--no-baseline"]
+    assert main(["transfer", str(ck), "--data", str(tmp_path / "s"), "--protocol", "classes",
+                 "--json", str(tmp_path / "s.json"), *common]) == 0
+    r = json.loads((tmp_path / "s.json").read_text())
+    assert r["results"][0]["splits"][0]["n_train"] == 9
+    assert r["results"][0]["splits"][0]["n_test"] == 6
+    assert set(r["results"][0]["per_class"]) <= set(CLASSES)
+    assert main(["transfer", str(ck), "--data", str(tmp_path / "s"), "--protocol", "classes",
+                 "--train-per-class", "2", "--splits", "2", "--test-per-class", "1",
+                 "--json", str(tmp_path / "s2.json"), *common]) == 0
+    r = json.loads((tmp_path / "s2.json").read_text())
+    assert [(d["n_train"], d["n_test"]) for d in r["results"][0]["splits"]] == [(6, 3)] * 2
+    devkit = tmp_path / "VOCdevkit"
+    devkit.mkdir()
+    (devkit / "VOC2007").symlink_to(voc)
+    assert main(["transfer", str(ck), "--data", str(devkit), "--json",
+                 str(tmp_path / "v.json"), *common]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["protocol"] == "voc"

@@ -83,7 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "  caltech  class folders (Caltech-101/256): --splits random splits of "
                     "30 (60 for\n           256 classes) training and up to 50 test images "
                     "per class; mean class\n           recall, mean and std over splits\n"
-                    "  classes  the same on any class-folder tree (give --train-per-class)\n"
+                    "  classes  the same on any class-folder tree (give --train-per-class);"
+                    "\n           a tree with train/ and val/ (or test/): trained on train/, "
+                    "tested\n           on val/ (random draws of --train-per-class when "
+                    "given)\n"
                     "  boxes    every annotated box a sample: whole-image descriptor alone, "
                     "and stacked\n           with the box's (Table 12); mAP\n"
                     "Given .npz features (from `vgg features`) instead of checkpoints, the "
@@ -166,6 +169,24 @@ def _index(data: str, split: str | None, boxes: bool):  # noqa: ANN202
     return index
 
 
+def _voc_year(data: Path) -> Path:
+    """VOCdevkit/ holding one year folder -> that folder (said once)."""
+    if (data / "ImageSets").is_dir() or not data.is_dir():
+        return data
+    years = [d for d in sorted(data.iterdir()) if (d / "ImageSets" / "Main").is_dir()]
+    if len(years) == 1:
+        import logging
+
+        logging.getLogger(__name__).info("using the VOC year folder %s", years[0])
+        return years[0]
+    if len(years) > 1:
+        from ..errors import DataError
+
+        raise DataError(f"{data} holds several VOC years ({', '.join(d.name for d in years)}): "
+                        f"give one, e.g. --data {years[0]}")
+    return data
+
+
 def run_features(args: argparse.Namespace) -> int:
     from ..transfer.features import as_feature_net, extract_features
     from ..transfer.protocols import box_index
@@ -212,7 +233,7 @@ def run_transfer(args: argparse.Namespace) -> int:
             raise ConfigError("--test takes a features file; with checkpoints give --data")
         if args.data is None:
             raise ConfigError("give --data DIR (the dataset to transfer to)")
-        data = Path(args.data)
+        data = _voc_year(Path(args.data))
         protocol = args.protocol or ("voc" if (data / "ImageSets" / "Main").is_dir()
                                      else "caltech")
         nets = [as_feature_net(c, i) for i, c in enumerate(args.sources)]
@@ -231,8 +252,11 @@ def run_transfer(args: argparse.Namespace) -> int:
         elif protocol == "boxes":
             report = P.run_boxes(nets, data, opts, **common)
         else:
-            if protocol == "classes" and args.train_per_class is None:
-                raise ConfigError("--protocol classes needs --train-per-class")
+            split_tree = (data / "train").is_dir() and any(
+                (data / t).is_dir() for t in ("val", "test"))
+            if protocol == "classes" and args.train_per_class is None and not split_tree:
+                raise ConfigError("--protocol classes needs --train-per-class (or a dataset "
+                                  "that comes split: DIR/train/ and DIR/val/)")
             report = P.run_splits(nets, data, opts, train_per_class=args.train_per_class,
                                   test_per_class=args.test_per_class, splits=args.splits,
                                   protocol=protocol, **common)

@@ -275,6 +275,44 @@ def class_splits(labels: Sequence[int] | np.ndarray, num_classes: int, train_per
     return out
 
 
+def pool_splits(labels: Sequence[int] | np.ndarray, pool: np.ndarray, num_classes: int,
+                train_per_class: int | None, test_per_class: int | None, splits: int = 1,
+                seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A dataset that comes split (``pool`` 0: its train images, 1: its test images):
+    every split trains on ``train_per_class`` random training images per class (None: all)
+    and tests on up to ``test_per_class`` random test images per class (None: all)."""
+    y = np.asarray(labels, np.int64)
+    out = []
+    for s in range(splits):
+        rng = np.random.default_rng([seed, s])
+        tr, te = [], []
+        for k in range(num_classes):
+            a = rng.permutation(np.nonzero((y == k) & (pool == 0))[0])
+            b = rng.permutation(np.nonzero((y == k) & (pool == 1))[0])
+            tr.extend((a if train_per_class is None else a[:train_per_class]).tolist())
+            te.extend((b if test_per_class is None else b[:test_per_class]).tolist())
+        out.append((np.array(sorted(tr), np.int64), np.array(sorted(te), np.int64)))
+    return out
+
+
+def _split_tree(data_dir: Path) -> tuple[Any, np.ndarray, str] | None:
+    """A class-folder dataset that comes split (DIR/train/<class>/ and DIR/val/ or
+    DIR/test/): one index of both, the pool of every image (0 train, 1 test) and the test
+    split's name; None for a plain tree of class folders."""
+    from ..data.folders import ImageIndex, index_split
+
+    if not (data_dir / "train").is_dir():
+        return None
+    test = next((t for t in ("test", "val") if (data_dir / t).is_dir()), None)
+    if test is None:
+        return None
+    a = index_split(data_dir, "train")
+    b = index_split(data_dir, test, list(a.classes))
+    both = ImageIndex(a.samples + b.samples, list(a.classes), data_dir, a.class_names,
+                      meta={"layout": "split folders", "split": f"train+{test}"})
+    return both, np.array([0] * len(a) + [1] * len(b)), test
+
+
 def score_splits(feats: Features, splits: list[tuple[np.ndarray, np.ndarray]], label: str,
                  seed: int = 0, C_grid: Sequence[float] = C_GRID,
                  jobs: int | None = None) -> Outcome:
@@ -385,15 +423,34 @@ def run_splits(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOp
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"dataset folder not found: {data_dir}")
-    index = index_folder(data_dir)
     notes = []
-    if train_per_class is None:
-        k = index.num_classes
-        train_per_class = CALTECH_TRAIN[256] if k >= 200 else CALTECH_TRAIN[101]
-        notes.append(f"{train_per_class} training images per class (Caltech-"
-                     f"{'256' if k >= 200 else '101'}'s protocol; --train-per-class to change)")
-    draws = class_splits(index.labels, index.num_classes, train_per_class, test_per_class,
-                         splits, seed, index.display_names())
+    tree = _split_tree(data_dir)
+    if tree is not None:  # the dataset's own train / test split: draws within each part
+        index, pool, test_name = tree
+        if train_per_class is None:
+            splits = 1
+        draws = pool_splits(index.labels, pool, index.num_classes, train_per_class,
+                            test_per_class, splits, seed)
+        n_tr = "all" if train_per_class is None else str(train_per_class)
+        report_train = (f"{splits} random draw(s) of {n_tr} train/ images per class "
+                        f"(seed {seed})" if train_per_class else "train/ (all images)")
+        report_test = f"{test_name}/ (up to {test_per_class} images per class)" \
+            if test_per_class else f"{test_name}/ (all images)"
+        notes.append(f"{data_dir} comes split: trained on train/, tested on {test_name}/")
+    else:
+        index = index_folder(data_dir)
+        if train_per_class is None:
+            k = index.num_classes
+            train_per_class = CALTECH_TRAIN[256] if k >= 200 else CALTECH_TRAIN[101]
+            notes.append(f"{train_per_class} training images per class (Caltech-"
+                         f"{'256' if k >= 200 else '101'}'s protocol; --train-per-class to "
+                         f"change)")
+        draws = class_splits(index.labels, index.num_classes, train_per_class,
+                             test_per_class, splits, seed, index.display_names())
+        report_train = (f"{splits} random splits of {train_per_class} images per class "
+                        f"(seed {seed})")
+        tpc = "all the rest" if test_per_class is None else f"up to {test_per_class}"
+        report_test = f"{tpc} other images per class"
     used = np.unique(np.concatenate([np.concatenate(d) for d in draws]))
     sub = index.subset(used)
     from ..eval.evaluate import image_ids
@@ -407,11 +464,8 @@ def run_splits(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOp
         outcomes.append(score_splits(feats, rows, label, seed, C_grid, jobs))
     if skipped:
         notes.append(f"{len(skipped)} unreadable images left out of their splits")
-    tpc = "all the rest" if test_per_class is None else f"up to {test_per_class}"
-    return TransferReport(protocol, dataset_name(data_dir),
-                          f"{splits} random splits of {train_per_class} images per class "
-                          f"(seed {seed})", f"{tpc} other images per class", outcomes, notes,
-                          skipped)
+    return TransferReport(protocol, dataset_name(data_dir), report_train, report_test,
+                          outcomes, notes, skipped)
 
 
 def run_saved(train: Features, test: Features | None = None, *, train_per_class: int | None
