@@ -162,7 +162,7 @@ def test_features_file_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot read features file"):
         F.Features.load(tmp_path / "other.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(DataError, match="junk.npz"):
+    with pytest.raises(DataError, match="junk.npz is not a features file"):
         F.Features.load(tmp_path / "junk.npz")
 
 
@@ -299,6 +299,8 @@ def test_features_and_transfer_from_saved_files(voc: Path, tmp_path: Path,
     assert "--C values must be positive" in capsys.readouterr().err
     assert main(["transfer", str(ck)]) != 0
     assert "give --data" in capsys.readouterr().err
+    assert main(["transfer", str(ck), "--data", str(voc), "--protocol", "caltech"]) != 0
+    assert "is a VOC year folder: use --protocol voc" in capsys.readouterr().err
     assert main(["transfer", str(tmp_path / "trainval.npz"), "--train-per-class", "3"]) != 0
     assert "single-label" in capsys.readouterr().err
 
@@ -417,3 +419,15 @@ def test_split_class_folders_and_voc_devkit_roots(voc: Path, tmp_path: Path,
     assert main(["transfer", str(ck), "--data", str(devkit), "--json",
                  str(tmp_path / "v.json"), *common]) == 0
     assert json.loads((tmp_path / "v.json").read_text())["protocol"] == "voc"
+
+
+def test_two_extractions_on_one_out_the_second_refuses(tmp_path: Path) -> None:
+    from vgg.train.checkpoint import RunLock
+
+    make_images(tmp_path / "d", sizes=[(40, 40)])
+    out = tmp_path / "f.npz"
+    with RunLock(Path(f"{out}.parts")):  # another run holds it
+        with pytest.raises(ConfigError, match="in use by another vgg run"):
+            F.extract_features(tiny_net(), index_folder(tmp_path / "d"), [32], workers=0,
+                               progress=False, out=out)
+    assert not out.exists()

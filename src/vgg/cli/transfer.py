@@ -236,6 +236,8 @@ def run_transfer(args: argparse.Namespace) -> int:
         data = _voc_year(Path(args.data))
         protocol = args.protocol or ("voc" if (data / "ImageSets" / "Main").is_dir()
                                      else "caltech")
+        if protocol in ("caltech", "classes") and (data / "ImageSets" / "Main").is_dir():
+            raise ConfigError(f"{data} is a VOC year folder: use --protocol voc (or boxes)")
         nets = [as_feature_net(c, i) for i, c in enumerate(args.sources)]
         opts = P.ExtractOptions(
             scales=_scales(args.scales),

@@ -258,6 +258,10 @@ class Features:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"features file not found: {path}")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
+                raise DataError(f"{path} is not a features file (the .npz `vgg features` "
+                                f"writes)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
