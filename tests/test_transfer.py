@@ -306,7 +306,8 @@ def test_features_and_transfer_from_saved_files(voc: Path, tmp_path: Path,
 
 
 def test_caltech_and_box_protocols_end_to_end(voc: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              capsys: pytest.CaptureFixture[str],
+                                              caplog: pytest.LogCaptureFixture) -> None:
     make_images(tmp_path / "cal", sizes=[(40, 40), (48, 40), (40, 56), (44, 40), (40, 40)])
     ck = save_net(tmp_path / "n.pt")
     common = ["--workers", "0", "--no-progress", "--jobs", "1", "--C", "1"]
@@ -334,6 +335,14 @@ def test_caltech_and_box_protocols_end_to_end(voc: Path, tmp_path: Path,
         "trained-trainval-images.npz"]
     boxes = F.Features.load(tmp_path / "fd" / "trained-test-boxes.npz")
     assert boxes.ids[0].endswith("#0") and not boxes.multi_label
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(["transfer", str(ck), "--data", str(voc), "--protocol", "boxes",
+                     "--no-baseline", "--scales", "32", "--json", str(tmp_path / "b2.json"),
+                     "--features-dir", str(tmp_path / "fd"), *common]) == 0
+    assert caplog.text.count("reusing the descriptors") == 4
+    again = json.loads((tmp_path / "b2.json").read_text())["results"]
+    assert [x["values"] for x in again] == [x["values"] for x in r["results"]]
 
 
 @pytest.mark.slow

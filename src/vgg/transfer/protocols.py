@@ -65,6 +65,8 @@ class ExtractOptions:
         if out is not None and out.is_file() and not self.restart:
             feats = Features.load(out)
             if feats.meta.get("nets") == [n.name for n in nets] and \
+                    feats.meta.get("data") == str(getattr(index, "root", "") or "") and \
+                    len(feats) + len(feats.skipped) == len(index) and \
                     feats.meta.get("layer") == self.layer and \
                     feats.meta.get("combine") == self.combine and \
                     (self.scales is None or feats.meta.get("scales") == sorted(self.scales)):
