@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import (add_device_flag, add_progress_flag, check_outputs, positive_int,
+from . import (add_device_flag, add_progress_flag, check_outputs, nonneg_int, positive_int,
                workers_count)
 
 LAYER_HELP = ("the map to pool: relu7 (default; the penultimate layer, FC7 after its ReLU, "
@@ -109,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--test-per-class", type=positive_int, default=50, metavar="N",
                    help="at most N test images per class (default 50)")
     t.add_argument("--splits", type=positive_int, default=3, help="random splits (default 3)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the splits, the held-out "
+    t.add_argument("--seed", type=nonneg_int, default=0, help="seed of the splits, the held-out "
                                                         "20%% and the random nets")
     t.add_argument("--combine", choices=("average", "stack"), default=None,
                    help="default: average for voc and boxes, stack for caltech/classes")
