@@ -19,6 +19,8 @@ import torch
 from ..errors import ConfigError
 
 TABLES: tuple[str, ...] = ("table3", "table4", "table5", "table6", "init")
+ARCHS: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # by depth (Table 1)
+SCALED: tuple[str, ...] = ("C", "D", "E")  # the nets trained at S=384 and jittered
 PAPER_CROP = 224
 
 
@@ -43,6 +45,7 @@ class StudyScale:
     lr: float
     patience: int
     init_archs: tuple[str, ...]  # the deep nets of the initialisation study
+    archs: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # Table 3's nets
 
     @property
     def s(self) -> int:
@@ -70,6 +73,7 @@ class StudyScale:
         d = asdict(self)
         d["object_size"] = list(self.object_size)
         d["init_archs"] = list(self.init_archs)
+        d["archs"] = list(self.archs)
         return d
 
     @classmethod
@@ -78,6 +82,7 @@ class StudyScale:
             d = dict(d)
             d["object_size"] = tuple(d["object_size"])
             d["init_archs"] = tuple(d["init_archs"])
+            d["archs"] = tuple(d.get("archs", cls.archs))
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"study.json: unreadable plan ({e})") from None
@@ -231,10 +236,10 @@ def _base_runs(sc: StudyScale, seed: int) -> dict[str, RunSpec]:
         out[spec.name] = spec
 
     ft_lr = sc.lr / 10  # Sect. 3.1: S = 384 nets start from S = 256 with lr 1e-3
-    for a in ("A", "A-LRN", "B", "C", "D", "E"):
+    for a in sc.archs:
         add(RunSpec(seeded(_fixed(a, sc), seed), a, True, (sc.s, sc.s), sc.epochs, sc.lr,
                     "kaiming", seed))
-    for a in ("C", "D", "E"):
+    for a in (a for a in SCALED if a in sc.archs):
         add(RunSpec(seeded(_large(a, sc), seed), a, True, (sc.s_large, sc.s_large),
                     sc.finetune_epochs, ft_lr, "kaiming", seed,
                     parent=seeded(_fixed(a, sc), seed), mode="finetune"))
@@ -257,13 +262,17 @@ def _base_runs(sc: StudyScale, seed: int) -> dict[str, RunSpec]:
 
 def table_runs(table: str, sc: StudyScale) -> list[str]:
     """The base names (seed 0) of the nets a table reports."""
+    scaled = [a for a in SCALED if a in sc.archs]
     if table == "table3":
-        return ([_fixed(a, sc) for a in ("A", "A-LRN", "B", "C", "D", "E")]
-                + [f(a, sc) for a in ("C", "D", "E") for f in (_large, _jit)])
+        return ([_fixed(a, sc) for a in sc.archs]
+                + [f(a, sc) for a in scaled for f in (_large, _jit)])
     if table == "table4":
-        return [f(a, sc) for a in ("C", "D", "E") for f in (_large, _jit)]
+        return [f(a, sc) for a in scaled for f in (_large, _jit)]
     if table in ("table5", "table6"):
-        return [_jit(a, sc) for a in ("D", "E")]
+        need = [a for a in ("D", "E") if a in sc.archs]
+        if len(need) < 2 and table == "table6":
+            raise ConfigError("Table 6 fuses D and E: the study's nets must include both")
+        return [_jit(a, sc) for a in need]
     if table == "init":
         return [f"A-noBN S={sc.s} N(0,0.01)"] + [
             f"{a}-noBN S={sc.s} {how}" for a in sc.init_archs

@@ -142,6 +142,8 @@ class StudyResults:
     def eval_of(self, base: str, method: str, multi: bool) -> Measured | None:
         """``base`` evaluated with ``method`` ("dense", "multicrop", "both") at one test
         scale or at three (Sect. 3.2)."""
+        if base not in self.folders:  # a net this study does not have
+            return None
         spec = self.plan.run(base)
         qs = multi_q(spec, self.plan.scale.crop) if multi else (single_q(spec),)
         if method == "dense":
@@ -157,6 +159,8 @@ class StudyResults:
         """Sect. 4.4: the mean posterior of several nets, each multi-crop & dense at three
         scales."""
         files = []
+        if any(b not in self.folders for b in bases):
+            return None
         for b in bases:
             spec = self.plan.run(b)
             files.append(EvalSpec(b, "both", multi_q(spec, self.plan.scale.crop)).file)
@@ -211,10 +215,13 @@ def findings(res: StudyResults) -> list[Finding]:
             reason="with batch norm after every conv (used here so the nets train in "
                    "minutes), a local response normalisation has little left to normalise"),
             a.wrong1 if a else None, lrn.wrong1 if lrn else None, no_gain=True))
-        e = one(fx["E"])
+        deep = [k for k in ("E", "D", "C", "B") if k in sc.archs][:1] or ["E"]
+        e = one(fx[deep[0]])
+        layers = {"B": 13, "C": 16, "D": 16, "E": 19}[deep[0]]
         out.append(_decide(Finding(
-            "depth", "table3", "error falls with depth (E, 19 layers, beats A, 11 layers)",
-            "A 29.6 -> E 27.3 top-1", "err(A) - err(E), fixed S",
+            "depth", "table3", f"error falls with depth ({deep[0]}, {layers} layers, beats "
+                               f"A, 11 layers)",
+            "A 29.6 -> E 27.3 top-1", f"err(A) - err({deep[0]}), fixed S",
             reason="at this width and number of epochs the deeper nets are under-trained; "
                    "the shapes need less capacity than ImageNet"),
             a.wrong1 if a else None, e.wrong1 if e else None))

@@ -130,7 +130,7 @@ def ensure_run(ctx: RunContext, plan: StudyPlan, spec: RunSpec, key: str,
         if last.is_file():
             log.info("resuming %s from %s", spec.name, last)
             result = resume(folder / "train", progress=ctx.progress, workers=ctx.workers,
-                            device=train_config(ctx, plan, spec, folder, parent_ckpt).device)
+                            epochs=spec.epochs, device=train_config(ctx, plan, spec, folder, parent_ckpt).device)
         else:
             log.info("training %s (%s, %d epochs, lr %g, init %s%s) in %s", spec.name,
                      spec.arch + ("-BN" if spec.batch_norm else ""), spec.epochs, spec.lr,
