@@ -237,3 +237,16 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "is a file" in capsys.readouterr().err
     assert main(["study", "--out", str(tmp_path / "s"), "--seeds", "21"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_budget_scales_the_epochs() -> None:
+    from vgg.study import _fit_budget
+
+    cpu = torch.device("cpu")
+    big = dataclasses.replace(TINY, epochs=10, finetune_epochs=10, init_epochs=10)
+    fitted, note = _fit_budget(big, ("table3",), 1, 60.0, cpu)  # a tiny net: well inside
+    assert fitted.epochs == 40 and "scaled by 4.00" in note  # at most 4x the plan
+    heavy = dataclasses.replace(big, train_per_class=10**6)
+    fitted, note = _fit_budget(heavy, ("table3",), 1, 60.0, cpu)
+    assert fitted.epochs == 2 and fitted.init_epochs == 2  # never below 2 epochs a run
+    assert "Budget 1 min" in note
