@@ -17,8 +17,15 @@ import torch
 from vgg.checkpoint import load_checkpoint
 from vgg.cli import main
 from vgg.errors import ConfigError, VggError
-from vgg.study import (FAILS, HOLDS, UNSURE, StudyConfig, StudyInterrupted, parse_budget,
-                       run_study)
+from vgg.study import (
+    FAILS,
+    HOLDS,
+    UNSURE,
+    StudyConfig,
+    StudyInterrupted,
+    parse_budget,
+    run_study,
+)
 from vgg.study.plan import TABLES, StudyScale, make_scale, parse_tables, plan_study
 from vgg.study.runs import run_keys
 from vgg.study.verdict import better_verdict, no_gain_verdict, paired_bootstrap

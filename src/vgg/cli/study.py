@@ -70,8 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..study import TABLES, StudyConfig, run_study
     from ..errors import ConfigError
+    from ..study import TABLES, StudyConfig, run_study
 
     if args.seeds > 20:
         raise ConfigError(f"--seeds must be at most 20, got {args.seeds}")

@@ -27,8 +27,16 @@ from ..checkpoint import atomic_write
 from ..errors import ConfigError
 from .plan import TABLES, StudyPlan, StudyScale, make_scale, parse_tables, plan_study
 from .results import Finding, StudyResults
-from .runs import RunContext, StudyInterrupted, checkpoint_of, ensure_eval, ensure_run, \
-    read_done, run_dir, run_keys
+from .runs import (
+    RunContext,
+    StudyInterrupted,
+    checkpoint_of,
+    ensure_eval,
+    ensure_run,
+    read_done,
+    run_dir,
+    run_keys,
+)
 from .verdict import FAILS, HOLDS, UNSURE, paired_bootstrap
 
 log = logging.getLogger(__name__)
@@ -221,7 +229,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
 
     t0 = time.perf_counter()
     data, data_text = _dataset(cfg, out, scale)
-    data_key, n_train, n_val, classes = _data_key(data)
+    data_key, _, _, classes = _data_key(data)
     if cfg.data is not None:
         from dataclasses import replace
 
@@ -275,7 +283,7 @@ def _dataset(cfg: StudyConfig, out: Path, scale: StudyScale) -> tuple[Path, str]
     log.info("shapes dataset: %d classes, %d train + %d val images per class, objects "
              "%g-%g of the smaller side, clutter %g", scale.classes, scale.train_per_class,
              scale.val_per_class, *scale.object_size, scale.clutter)
-    root, made = ensure_shapes_dataset(
+    root, _ = ensure_shapes_dataset(
         out / "data", scale.classes, seed=0, train_per_class=scale.train_per_class,
         val_per_class=scale.val_per_class, multi=False, min_side=scale.min_side,
         max_side=scale.max_side, object_size=scale.object_size, clutter=scale.clutter,
@@ -330,6 +338,17 @@ def _report_only(cfg: StudyConfig, out: Path, saved: dict[str, Any] | None) -> S
     return _write(out, plan, {s.name: runs[s.name] for s in plan.runs}, saved, {})
 
 
-__all__ = ["FAILS", "HOLDS", "StudyConfig", "StudyInterrupted", "StudyResult", "TABLES",
-           "UNSURE", "paired_bootstrap", "parse_budget", "parse_tables", "plan_study",
-           "run_study"]
+__all__ = [
+    "FAILS",
+    "HOLDS",
+    "TABLES",
+    "UNSURE",
+    "StudyConfig",
+    "StudyInterrupted",
+    "StudyResult",
+    "paired_bootstrap",
+    "parse_budget",
+    "parse_tables",
+    "plan_study",
+    "run_study",
+]

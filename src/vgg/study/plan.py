@@ -307,10 +307,10 @@ def plan_study(scale: StudyScale, tables: tuple[str, ...], seeds: int) -> StudyP
     for seed in range(seeds):
         every = _base_runs(scale, seed)
 
-        def need(name: str, table: str) -> None:
+        def need(name: str, table: str, every: dict[str, RunSpec] = every) -> None:
             spec = every[name]
             if spec.parent is not None:
-                need(spec.parent, "")  # a parent is trained, not necessarily reported
+                need(spec.parent, "", every)  # a parent is trained, not necessarily reported
             old = order.get(name, spec)
             tabs = old.tables + ((table,) if table and table not in old.tables else ())
             order[name] = replace(spec, tables=tabs)

@@ -15,8 +15,14 @@ import numpy as np
 from ..errors import VggError
 from .plan import EvalSpec, StudyPlan, multi_q, seeded, single_q, table_runs
 from .runs import read_done
-from .verdict import (EQUIVALENCE, Interval, UNSURE, better_verdict, no_gain_verdict,
-                      paired_bootstrap)
+from .verdict import (
+    EQUIVALENCE,
+    UNSURE,
+    Interval,
+    better_verdict,
+    no_gain_verdict,
+    paired_bootstrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +206,6 @@ def findings(res: StudyResults) -> list[Finding]:
     tables = res.plan.tables
     out: list[Finding] = []
     fx = {a: f"{a} S={sc.s}" for a in ("A", "A-LRN", "B", "C", "D", "E")}
-    lg = {a: f"{a} S={sc.s_large}" for a in ("C", "D", "E")}
     jt = {a: f"{a} S=[{sc.s};{sc.s_max}]" for a in ("C", "D", "E")}
 
     def one(base: str) -> Measured | None:
