@@ -257,3 +257,17 @@ def test_budget_scales_the_epochs() -> None:
     fitted, note = _fit_budget(heavy, ("table3",), 1, 60.0, cpu)
     assert fitted.epochs == 2 and fitted.init_epochs == 2  # never below 2 epochs a run
     assert "Budget 1 min" in note
+
+
+def test_study_on_a_given_class_folder_set(tmp_path: Path) -> None:
+    from vgg.data.synthetic import make_shapes_dataset
+
+    torch.set_num_threads(1)
+    data = make_shapes_dataset(tmp_path / "mine", classes=4, train_per_class=6,
+                               val_per_class=3, min_side=40, max_side=48, workers=0)
+    res = study(tmp_path / "s", data=data)
+    assert not (tmp_path / "s" / "data").exists()  # nothing generated
+    assert "(given with --data)" in res.report.read_text()
+    run = next((tmp_path / "s" / "runs").iterdir())
+    assert len(load_checkpoint(run / "train" / "best.pt").classes) == 4
+    assert res.findings[1].interval is not None and res.findings[1].interval.n_images == 12
