@@ -152,6 +152,9 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
         "",
         *[_verdict_line(f) for f in found],
         "",
+        f"Chance level: {100 * (1 - 1 / sc.classes):.1f}% top-1 error ({sc.classes} "
+        f"classes); a net near it has not learnt, and no finding can be read from it.",
+        "",
     ]
     rows_by_table = {t: table_rows(res, t) for t in plan.tables}
     for t in plan.tables:
