@@ -119,3 +119,40 @@ def test_cli_synth_and_stats(tmp_path: Path, capsys) -> None:
     assert main(["data", "stats", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "x.json")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_clutter_adds_decoys_and_leaves_default_data_unchanged(tmp_path: Path) -> None:
+    kw = dict(classes=3, train_per_class=3, val_per_class=1, seed=5, min_side=48,
+              max_side=64, workers=0)
+    plain = make_shapes_dataset(tmp_path / "plain", **kw)
+    zero = make_shapes_dataset(tmp_path / "zero", clutter=0.0, **kw)
+    busy = make_shapes_dataset(tmp_path / "busy", clutter=4.0, **kw)
+    assert _digest(plain) == _digest(zero)  # no extra random draws without clutter
+    assert "clutter" not in json.loads((plain / "synth.json").read_text())
+    assert json.loads((busy / "synth.json").read_text())["clutter"] == 4.0
+    changed = 0
+    for p in sorted((plain / "train").rglob("*.jpg")):
+        q = busy / p.relative_to(plain)
+        with Image.open(p) as a, Image.open(q) as b:
+            assert a.size == b.size  # the same image sizes: only the drawing differs
+            changed += not np.array_equal(np.asarray(a), np.asarray(b))
+    assert changed >= 7  # of 9: Poisson(4) draws no decoy for only ~2% of the images
+    with pytest.raises(ConfigError, match="clutter"):
+        make_shapes_dataset(tmp_path / "bad", clutter=-1.0, **kw)
+
+
+def test_ensure_shapes_dataset_reuses_or_refuses(tmp_path: Path) -> None:
+    from vgg.data.synthetic import ensure_shapes_dataset
+
+    kw = dict(train_per_class=2, val_per_class=1, min_side=40, max_side=48, workers=0)
+    root, made = ensure_shapes_dataset(tmp_path / "d", 3, seed=1, clutter=1.5, **kw)
+    assert made and (root / "val").is_dir()
+    assert ensure_shapes_dataset(root, 3, seed=1, clutter=1.5, **kw) == (root, False)
+    with pytest.raises(ConfigError, match="other settings"):
+        ensure_shapes_dataset(root, 3, seed=1, clutter=2.0, **kw)
+    with pytest.raises(ConfigError, match="other settings"):
+        ensure_shapes_dataset(root, 4, seed=1, clutter=1.5, **kw)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a shapes dataset"):
+        ensure_shapes_dataset(tmp_path / "junk", 3, **kw)

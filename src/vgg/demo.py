@@ -117,29 +117,14 @@ class DemoResult:
 
 def shapes_dataset(plan: DemoPlan, root: Path, seed: int) -> tuple[Path, bool]:
     """The plan's shapes dataset in ``root``: reused when its synth.json matches the plan
-    (returns ``made=False``), written when ``root`` is absent or empty, refused otherwise."""
-    from .data.synthetic import SHAPE_NAMES, make_shapes_dataset
+    (returns ``made=False``), written when ``root`` is absent or empty, refused otherwise
+    (:func:`vgg.data.synthetic.ensure_shapes_dataset`)."""
+    from .data.synthetic import ensure_shapes_dataset
 
-    want = {"train_per_class": plan.train_per_class, "val_per_class": plan.val_per_class,
-            "seed": seed, "multi": False, "min_side": plan.min_side,
-            "max_side": plan.max_side, "object_size": list(plan.object_size)}
-    info = root / "synth.json"
-    if info.is_file():
-        try:
-            have = json.loads(info.read_text())
-        except (OSError, ValueError):
-            have = {}
-        # synth.json stores the class names, the plan their number
-        same = (have.get("classes") == list(SHAPE_NAMES[:plan.classes])
-                and all(have.get(k) == v for k, v in want.items()))
-        if same and (root / "val").is_dir():
-            return root, False
-        raise ConfigError(f"{root} holds a shapes dataset made with other settings; "
-                          f"remove it or choose another --out")
-    if root.exists() and any(root.iterdir()):
-        raise ConfigError(f"{root} exists and is not a shapes dataset; choose another --out")
-    make_shapes_dataset(root, classes=plan.classes, **want)
-    return root, True
+    return ensure_shapes_dataset(
+        root, plan.classes, seed, train_per_class=plan.train_per_class,
+        val_per_class=plan.val_per_class, multi=False, min_side=plan.min_side,
+        max_side=plan.max_side, object_size=plan.object_size)
 
 
 def train_config(plan: DemoPlan, data: Path, out: Path, device: torch.device,

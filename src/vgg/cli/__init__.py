@@ -22,7 +22,7 @@ T = TypeVar("T", int, float)
 
 # Sub-command modules, in the order `vgg --help` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "models", "data", "train", "evaluate", "fuse", "predict",
-                             "localize", "transfer", "convert", "export")
+                             "localize", "transfer", "convert", "export", "study")
 
 
 class Parser(argparse.ArgumentParser):

@@ -158,6 +158,27 @@ def _distractors(draw: ImageDraw.ImageDraw, w: int, h: int, rng: np.random.Gener
                   width=int(rng.integers(1, 3)))
 
 
+def _decoys(draw: ImageDraw.ImageDraw, w: int, h: int, rng: np.random.Generator,
+            clutter: float) -> None:
+    """Clutter that is not a class shape: about ``clutter`` irregular filled polygons
+    (Poisson) of 5-35% of the smaller side, and ``clutter`` times as many extra lines. It
+    makes the object's shape, not the presence of a blob, what separates the classes."""
+    m = min(w, h)
+    for _ in range(int(rng.poisson(clutter))):
+        n = int(rng.integers(4, 9))
+        r = rng.uniform(0.025, 0.175) * m
+        c = rng.uniform(0, [w, h])
+        ang = np.sort(rng.uniform(0, 2 * math.pi, n))
+        rad = r * rng.uniform(0.4, 1.0, n)
+        pts = [(float(c[0] + a * math.cos(t)), float(c[1] + a * math.sin(t)))
+               for a, t in zip(rad, ang)]
+        draw.polygon(pts, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    for _ in range(int(rng.poisson(3 * clutter))):
+        pts = [tuple(rng.uniform(0, [w, h])) for _ in range(2)]
+        draw.line(pts, fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                  width=int(rng.integers(1, 3)))
+
+
 def _colour(bg_mean: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
     for _ in range(20):
         c = rng.integers(0, 256, 3)
@@ -167,13 +188,18 @@ def _colour(bg_mean: np.ndarray, rng: np.random.Generator) -> tuple[int, int, in
 
 
 def render_image(classes: list[str], w: int, h: int, rng: np.random.Generator,
-                 size_range: tuple[float, float] = (0.1, 0.9)) -> tuple[Image.Image, list[Box]]:
+                 size_range: tuple[float, float] = (0.1, 0.9), clutter: float = 0.0
+                 ) -> tuple[Image.Image, list[Box]]:
     """One image holding one object per entry of ``classes`` (the first the largest when
-    several); returns the image and its boxes (0-based pixel edges)."""
+    several); returns the image and its boxes (0-based pixel edges). ``clutter`` > 0 adds
+    decoy polygons and lines (:func:`_decoys`); 0 draws nothing more from ``rng``, so
+    images made without it stay byte-identical."""
     bg = _background(w, h, rng)
     img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
     _distractors(draw, w, h, rng)
+    if clutter > 0:
+        _decoys(draw, w, h, rng, clutter)
     m = min(w, h)
     lo, hi = size_range
     if len(classes) > 1:
@@ -232,7 +258,7 @@ VAL_EVERY = 5
 
 def _make_one(job: tuple) -> tuple[str, str, list[tuple[str, bool]]]:
     (out, split, split_code, names, c, i, seed, multi, min_side, max_side, quality,
-     object_size, layout, vid) = job
+     object_size, layout, vid, clutter) = job
     rng = np.random.default_rng([seed, split_code, c, i, int(multi)])
     w, h = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
     if multi:
@@ -241,7 +267,7 @@ def _make_one(job: tuple) -> tuple[str, str, list[tuple[str, bool]]]:
         picked = [c] + [int(k) for k in rng.choice(others, n_extra, replace=False)]
     else:
         picked = [c]
-    img, boxes = render_image([names[k] for k in picked], w, h, rng, object_size)
+    img, boxes = render_image([names[k] for k in picked], w, h, rng, object_size, clutter)
     if layout == "voc":
         hard = [max(b.x1 - b.x0, b.y1 - b.y0) < DIFFICULT_EXTENT * min(w, h) for b in boxes]
         img.save(Path(out) / "JPEGImages" / f"{vid}.jpg", "JPEG", quality=quality)
@@ -285,12 +311,15 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
                         min_side: int = 64, max_side: int = 160, quality: int = 90,
                         workers: int | None = None,
                         object_size: tuple[float, float] = (0.1, 0.9),
-                        progress: bool = False, layout: str = "folders") -> Path:
+                        progress: bool = False, layout: str = "folders",
+                        clutter: float = 0.0) -> Path:
     """Write the shapes dataset to ``out`` (see the module docstring) and return ``out``.
     ``object_size``: the range of an object's larger extent, as a fraction of the smaller
     image side (multi-label images cap it at 0.55). ``workers=None`` uses up to the
     available cores (0 = in this process). ``layout="voc"`` writes the same images as a
-    VOC devkit year folder instead (see the module docstring)."""
+    VOC devkit year folder instead (see the module docstring). ``clutter``: the mean
+    number of decoy polygons per image (0 = none, the default, which keeps the files
+    byte-identical to those made before the option existed)."""
     if layout not in ("folders", "voc"):
         raise ConfigError(f"unknown layout {layout!r}: folders or voc")
     if not 2 <= classes <= len(SHAPE_NAMES):
@@ -301,6 +330,8 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
         raise ConfigError(f"need 16 <= min_side <= max_side, got {min_side}, {max_side}")
     if not 0.02 <= object_size[0] <= object_size[1] <= 1.0:
         raise ConfigError(f"object sizes must satisfy 0.02 <= min <= max <= 1, got {object_size}")
+    if not (isinstance(clutter, (int, float)) and 0.0 <= clutter <= 50.0):
+        raise ConfigError(f"clutter must be in [0, 50] decoys per image, got {clutter!r}")
     out = Path(out)
     names = list(SHAPE_NAMES[:classes])
     jobs = []
@@ -315,7 +346,8 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
             # VOC ids: six digits, images of one split interleaved across classes
             jobs += [(str(out), split, code, names, c, i, seed, multi, min_side, max_side,
                       quality, tuple(object_size), layout,
-                      f"{code * 500000 + i * len(names) + c + 1:06d}") for i in range(n)]
+                      f"{code * 500000 + i * len(names) + c + 1:06d}", float(clutter))
+                     for i in range(n)]
     if workers is None:
         try:
             workers = len(os.sched_getaffinity(0))
@@ -341,6 +373,40 @@ def make_shapes_dataset(out: str | Path, classes: int = 10, train_per_class: int
               "val_per_class": val_per_class, "seed": seed, "multi": multi,
               "min_side": min_side, "max_side": max_side, "quality": quality,
               "object_size": list(object_size), "layout": layout}
+    if clutter:  # only when used: synth.json of the default data stays as it was
+        params["clutter"] = float(clutter)
     (out / "synth.json").write_text(json.dumps(params, indent=2) + "\n")
     log.info("wrote %d images of %d classes to %s", len(jobs), classes, out)
     return out
+
+
+def ensure_shapes_dataset(root: str | Path, classes: int, seed: int = 0,
+                          **params: object) -> tuple[Path, bool]:
+    """The shapes dataset with these settings in ``root``: reused when its synth.json
+    records the same settings (returns ``made=False``), written when ``root`` is absent or
+    empty (``made=True``), refused (``ConfigError``) when ``root`` holds anything else, so
+    that a changed setting never silently mixes two datasets. ``params`` are
+    :func:`make_shapes_dataset`'s keyword arguments (``workers`` and ``progress`` are not
+    settings of the data and are not compared)."""
+    root = Path(root)
+    run_only = {k: params.pop(k) for k in ("workers", "progress") if k in params}
+    want = {"seed": seed, **{k: list(v) if isinstance(v, tuple) else v
+                             for k, v in params.items()}}
+    info = root / "synth.json"
+    if info.is_file():
+        try:
+            have = json.loads(info.read_text())
+        except (OSError, ValueError):
+            have = {}
+        # synth.json stores the class names, the caller their number
+        same = (have.get("classes") == list(SHAPE_NAMES[:classes])
+                and all(have.get(k, 0.0 if k == "clutter" else None) == v
+                        for k, v in want.items()))
+        if same and (root / "val").is_dir():
+            return root, False
+        raise ConfigError(f"{root} holds a shapes dataset made with other settings; "
+                          f"remove it or choose another --out")
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(f"{root} exists and is not a shapes dataset; choose another --out")
+    make_shapes_dataset(root, classes=classes, seed=seed, **params, **run_only)  # type: ignore[arg-type]
+    return root, True

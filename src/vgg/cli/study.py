@@ -1,0 +1,84 @@
+"""`vgg study`: the paper's experiments (Tables 3-6, the initialisation finding) in kind,
+with a verdict per finding (vgg.study)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from . import add_device_flag, add_progress_flag, positive_int, workers_count
+
+
+def _budget(text: str) -> float:
+    from ..errors import ConfigError
+    from ..study import parse_budget
+
+    try:
+        return parse_budget(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--budget ", "")) from None
+
+
+def _tables(text: str) -> tuple[str, ...]:
+    from ..errors import ConfigError
+    from ..study import parse_tables
+
+    try:
+        return parse_tables(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--only: ", "")) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study", help="the paper's experiments (Tables 3-6, init) in kind, with verdicts",
+        description="Plan, train and evaluate every net that the paper's Tables 3-6 and "
+                    "its initialisation finding (Sect. 3.1) need, scaled down to the "
+                    "machine (width, FC width, crop, S and Q), each through the `vgg "
+                    "train` / `vgg evaluate` machinery in a run folder keyed by its "
+                    "settings (finished runs are reused, interrupted ones resumed), then "
+                    "write OUT/report.md: each table with the paper's numbers beside ours, "
+                    "a verdict per finding (holds / does not hold / inconclusive at this "
+                    "scale) from a paired bootstrap over validation images, and plots. "
+                    "docs/study.md gives the measured wall times.")
+    p.add_argument("--out", type=Path, default=Path("vgg-study"),
+                   help="study folder (default vgg-study): data/, runs/, report.md")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="a class-folder dataset with train/ and val/ (default: generate "
+                        "the harder shapes set in OUT/data)")
+    p.add_argument("--budget", type=_budget, default=None, metavar="TIME",
+                   help="fit the study to about this wall time (2h, 90m, 600s): every "
+                        "epoch count is scaled by the budget over an estimate from timed "
+                        "SGD steps (default: the plan's own sizes)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller dataset and fewer epochs (see docs/study.md for its time)")
+    add_device_flag(p)
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="train every net with N seeds (1..20; default 1); verdicts average "
+                        "each image's error over them")
+    p.add_argument("--only", type=_tables, default=None, metavar="LIST",
+                   help="comma-separated subset of table3, table4, table5, table6, init "
+                        "(default: all; a table's prerequisite nets are trained too)")
+    p.add_argument("--report", action="store_true",
+                   help="rebuild OUT/report.md from the finished runs, training nothing")
+    p.add_argument("--workers", type=workers_count, default=None,
+                   help="data-loading processes (default: the usable cores)")
+    add_progress_flag(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..study import TABLES, StudyConfig, run_study
+
+    if args.seeds > 20:
+        raise ConfigError(f"--seeds must be at most 20, got {args.seeds}")
+    run_study(StudyConfig(
+        out=args.out, data=args.data, budget=args.budget, quick=args.quick,
+        device=args.device, seeds=args.seeds, only=args.only or TABLES,
+        report_only=args.report, workers=args.workers, progress=args.progress,
+        command="vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if sys.argv[1:2] == ["study"] else "vgg study"))
+    return 0

@@ -1,0 +1,326 @@
+"""The study's plan: which nets each of the paper's experiments needs (Tables 3-6 and the
+initialisation finding of Sect. 3.1), at a scale that fits the machine, and which
+evaluations of them fill each table.
+
+Scaled-down nets are the paper's nets (``width``, ``fc_width``, ``crop``); the paper's
+scales are multiplied by crop / 224: S = 256 -> ``s``, S = 384 -> ``s_large``,
+[256; 512] -> [``s``, ``s_max``]. The chain of Sect. 3.1 is kept: C, D and E at the
+large S are fine-tuned from their small-S nets (lr / 10), and the jittered nets from the
+large-S nets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+TABLES: tuple[str, ...] = ("table3", "table4", "table5", "table6", "init")
+ARCHS: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # by depth (Table 1)
+SCALED: tuple[str, ...] = ("C", "D", "E")  # the nets trained at S=384 and jittered
+PAPER_CROP = 224
+
+
+@dataclass(frozen=True)
+class StudyScale:
+    """The sizes of one study: the generated data, the nets and the training budget."""
+
+    classes: int
+    train_per_class: int
+    val_per_class: int
+    min_side: int
+    max_side: int
+    object_size: tuple[float, float]
+    clutter: float
+    width: float
+    fc_width: int
+    crop: int
+    epochs: int            # nets trained from scratch (A, A-LRN, B, C, D, E at small S)
+    finetune_epochs: int   # S = 384-style and jittered nets, fine-tuned (lr / 10)
+    init_epochs: int       # the initialisation study's nets (no batch norm)
+    batch: int
+    lr: float
+    patience: int
+    init_archs: tuple[str, ...]  # the deep nets of the initialisation study
+    archs: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # Table 3's nets
+
+    @property
+    def s(self) -> int:
+        """The paper's S = 256, scaled with the crop."""
+        return round(256 * self.crop / PAPER_CROP)
+
+    @property
+    def s_large(self) -> int:
+        """The paper's S = 384, scaled."""
+        return round(384 * self.crop / PAPER_CROP)
+
+    @property
+    def s_max(self) -> int:
+        """The paper's Smax = 512, scaled."""
+        return round(512 * self.crop / PAPER_CROP)
+
+    def with_epochs(self, factor: float) -> StudyScale:
+        """Every epoch count times ``factor`` (at least 2: one epoch gives no schedule)."""
+        def f(n: int) -> int:
+            return max(2, round(n * factor))
+        return replace(self, epochs=f(self.epochs), finetune_epochs=f(self.finetune_epochs),
+                       init_epochs=f(self.init_epochs))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["object_size"] = list(self.object_size)
+        d["init_archs"] = list(self.init_archs)
+        d["archs"] = list(self.archs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudyScale:
+        try:
+            d = dict(d)
+            d["object_size"] = tuple(d["object_size"])
+            d["init_archs"] = tuple(d["init_archs"])
+            d["archs"] = tuple(d.get("archs", cls.archs))
+            return cls(**d)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"study.json: unreadable plan ({e})") from None
+
+
+def make_scale(quick: bool, device: torch.device) -> StudyScale:
+    """The default sizes. The data is harder than the demo's (14 classes instead of 10,
+    objects 20-60% of the smaller side instead of 40-90%, about two decoy polygons and
+    six extra lines per image): the demo's set is learnt to ~1% error by the smallest
+    net, which leaves no room for depth or scale to matter; objects this small also make
+    the training scale matter (at S = ``s_max`` a crop sees about half of the image).
+
+    The nets have the demo's shape (conv width 1/4, FC 1024, crop 32 on a CPU): a
+    narrower probe (width 1/8, FC 256) stayed at chance for 20k image passes even on
+    easier shapes (docs/study.md), and the demo notes that an 11-layer net leaves the
+    log(classes) plateau only after some 20k passes. So the full CPU plan gives the nets
+    trained from scratch ~100k passes; ``quick`` is a check of the whole pipeline in
+    reduced time whose nets may stay on that plateau (its verdicts are then
+    inconclusive, as they should be). A GPU doubles the crop."""
+    common: dict[str, Any] = dict(object_size=(0.2, 0.6), clutter=2.0, batch=64,
+                                  lr=0.02, patience=2, fc_width=1024)
+    if device.type == "cuda":
+        return StudyScale(classes=14, train_per_class=1500 if quick else 4000,
+                          val_per_class=100 if quick else 200, min_side=72, max_side=160,
+                          width=0.5, crop=64, epochs=8 if quick else 24,
+                          finetune_epochs=3 if quick else 8, init_epochs=6 if quick else 16,
+                          init_archs=("E",) if quick else ("D", "E"),
+                          **common)
+    if quick:
+        return StudyScale(classes=10, train_per_class=120, val_per_class=20, min_side=40,
+                          max_side=72, width=0.25, crop=32, epochs=3, finetune_epochs=2,
+                          init_epochs=2, init_archs=("E",), **common)
+    return StudyScale(classes=14, train_per_class=600, val_per_class=60, min_side=40,
+                      max_side=80, width=0.25, crop=32, epochs=12, finetune_epochs=4,
+                      init_epochs=8, init_archs=("D", "E"), **common)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the study. ``parent``: the run whose best checkpoint this
+    one starts from, fine-tuning all layers (``mode`` "finetune": the Sect. 3.1 chain
+    S=256 -> 384 -> [256;512]) or copying four convs and the FC layers (``mode``
+    "init_from": pre-initialisation from net A)."""
+
+    name: str              # e.g. "D S=37", "E-noBN glorot"
+    arch: str
+    batch_norm: bool
+    scale: tuple[int, int]
+    epochs: int
+    lr: float
+    init: str
+    seed: int
+    parent: str | None = None
+    mode: str | None = None  # "finetune" | "init_from"
+    tables: tuple[str, ...] = ()
+
+    @property
+    def jittered(self) -> bool:
+        return self.scale[0] != self.scale[1]
+
+    @property
+    def scale_label(self) -> str:
+        a, b = self.scale
+        return str(a) if a == b else f"[{a};{b}]"
+
+    def settings(self, scale: StudyScale) -> dict[str, Any]:
+        """What decides this run's result (the run folder's key hashes it, with the
+        parent's key and the data's fingerprint)."""
+        return {"arch": self.arch, "batch_norm": self.batch_norm, "scale": list(self.scale),
+                "epochs": self.epochs, "lr": self.lr, "init": self.init, "seed": self.seed,
+                "mode": self.mode, "width": scale.width, "fc_width": scale.fc_width,
+                "crop": scale.crop, "batch": scale.batch, "patience": scale.patience}
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation (Sect. 3.2) of one run: ``method`` at test scales ``scales``."""
+
+    run: str
+    method: str  # "dense" | "both" (dense and multi-crop pieces; select() splits them)
+    scales: tuple[int, ...]
+
+    @property
+    def file(self) -> str:
+        return f"eval-{self.method}-{'_'.join(map(str, self.scales))}.npz"
+
+
+@dataclass
+class StudyPlan:
+    scale: StudyScale
+    tables: tuple[str, ...]
+    seeds: int
+    runs: list[RunSpec] = field(default_factory=list)
+    evals: list[EvalSpec] = field(default_factory=list)
+
+    def run(self, name: str) -> RunSpec:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def names(self, base: str) -> list[str]:
+        """The run names of ``base`` ("D S=37") over the seeds."""
+        return [seeded(base, s) for s in range(self.seeds)]
+
+
+def seeded(base: str, seed: int) -> str:
+    return base if seed == 0 else f"{base} seed{seed}"
+
+
+def parse_tables(text: str | None) -> tuple[str, ...]:
+    """``--only table3,init`` -> ("table3", "init"); None -> every table."""
+    if text is None:
+        return TABLES
+    chosen = [t.strip().lower() for t in text.split(",") if t.strip()]
+    aliases = {"3": "table3", "4": "table4", "5": "table5", "6": "table6"}
+    chosen = [aliases.get(t, t) for t in chosen]
+    bad = [t for t in chosen if t not in TABLES]
+    if bad or not chosen:
+        raise ConfigError(f"--only: unknown table(s) {bad or [text]}; choose from "
+                          f"{', '.join(TABLES)}")
+    return tuple(t for t in TABLES if t in chosen)
+
+
+# Which nets each table needs (the base names; the planner adds their parents)
+def _fixed(a: str, sc: StudyScale) -> str:
+    return f"{a} S={sc.s}"
+
+
+def _large(a: str, sc: StudyScale) -> str:
+    return f"{a} S={sc.s_large}"
+
+
+def _jit(a: str, sc: StudyScale) -> str:
+    return f"{a} S=[{sc.s};{sc.s_max}]"
+
+
+def single_q(spec: RunSpec) -> int:
+    """Sect. 3.2 single-scale testing: Q = S, or the middle of the jitter range."""
+    return (spec.scale[0] + spec.scale[1]) // 2
+
+
+def multi_q(spec: RunSpec, crop: int) -> tuple[int, ...]:
+    """Sect. 3.2 multi-scale testing: {S-32, S, S+32} (32 scaled with the crop) for a
+    fixed S, {Smin, (Smin+Smax)/2, Smax} for a jittered S."""
+    from ..eval.evaluate import default_scales
+
+    return tuple(default_scales(list(spec.scale), crop))
+
+
+def _base_runs(sc: StudyScale, seed: int) -> dict[str, RunSpec]:
+    """Every run the study can make for one seed, by name."""
+    out: dict[str, RunSpec] = {}
+
+    def add(spec: RunSpec) -> None:
+        out[spec.name] = spec
+
+    ft_lr = sc.lr / 10  # Sect. 3.1: S = 384 nets start from S = 256 with lr 1e-3
+    for a in sc.archs:
+        add(RunSpec(seeded(_fixed(a, sc), seed), a, True, (sc.s, sc.s), sc.epochs, sc.lr,
+                    "kaiming", seed))
+    for a in (a for a in SCALED if a in sc.archs):
+        add(RunSpec(seeded(_large(a, sc), seed), a, True, (sc.s_large, sc.s_large),
+                    sc.finetune_epochs, ft_lr, "kaiming", seed,
+                    parent=seeded(_fixed(a, sc), seed), mode="finetune"))
+        add(RunSpec(seeded(_jit(a, sc), seed), a, True, (sc.s, sc.s_max),
+                    sc.finetune_epochs, ft_lr, "kaiming", seed,
+                    parent=seeded(_large(a, sc), seed), mode="finetune"))
+    # Sect. 3.1, no batch norm: A from N(0, 0.01); deep nets from N(0, 0.01), from A, Glorot
+    add(RunSpec(seeded(f"A-noBN S={sc.s} N(0,0.01)", seed), "A", False, (sc.s, sc.s),
+                sc.init_epochs, 0.01, "gaussian", seed))
+    for a in sc.init_archs:
+        add(RunSpec(seeded(f"{a}-noBN S={sc.s} N(0,0.01)", seed), a, False, (sc.s, sc.s),
+                    sc.init_epochs, 0.01, "gaussian", seed))
+        add(RunSpec(seeded(f"{a}-noBN S={sc.s} from A", seed), a, False, (sc.s, sc.s),
+                    sc.init_epochs, 0.01, "gaussian", seed,
+                    parent=seeded(f"A-noBN S={sc.s} N(0,0.01)", seed), mode="init_from"))
+        add(RunSpec(seeded(f"{a}-noBN S={sc.s} Glorot", seed), a, False, (sc.s, sc.s),
+                    sc.init_epochs, 0.01, "glorot", seed))
+    return out
+
+
+def table_runs(table: str, sc: StudyScale) -> list[str]:
+    """The base names (seed 0) of the nets a table reports."""
+    scaled = [a for a in SCALED if a in sc.archs]
+    if table == "table3":
+        return ([_fixed(a, sc) for a in sc.archs]
+                + [f(a, sc) for a in scaled for f in (_large, _jit)])
+    if table == "table4":
+        return [f(a, sc) for a in scaled for f in (_large, _jit)]
+    if table in ("table5", "table6"):
+        need = [a for a in ("D", "E") if a in sc.archs]
+        if len(need) < 2 and table == "table6":
+            raise ConfigError("Table 6 fuses D and E: the study's nets must include both")
+        return [_jit(a, sc) for a in need]
+    if table == "init":
+        return [f"A-noBN S={sc.s} N(0,0.01)"] + [
+            f"{a}-noBN S={sc.s} {how}" for a in sc.init_archs
+            for how in ("N(0,0.01)", "from A", "Glorot")]
+    raise ConfigError(f"unknown table {table!r}")
+
+
+def table_evals(table: str, spec: RunSpec, crop: int) -> list[EvalSpec]:
+    """The evaluations of one net that a table reads: Table 3 dense at one scale, Table 4
+    dense at three, Tables 5 and 6 dense and multi-crop at three, the init study dense at
+    one."""
+    if table in ("table3", "init"):
+        return [EvalSpec(spec.name, "dense", (single_q(spec),))]
+    if table == "table4":
+        return [EvalSpec(spec.name, "dense", (single_q(spec),)),
+                EvalSpec(spec.name, "dense", multi_q(spec, crop))]
+    return [EvalSpec(spec.name, "both", multi_q(spec, crop))]
+
+
+def plan_study(scale: StudyScale, tables: tuple[str, ...], seeds: int) -> StudyPlan:
+    """Every run (parents first) and evaluation the chosen tables need, for each seed."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    plan = StudyPlan(scale=scale, tables=tables, seeds=seeds)
+    order: dict[str, RunSpec] = {}
+    evals: dict[tuple[str, str, tuple[int, ...]], EvalSpec] = {}
+    for seed in range(seeds):
+        every = _base_runs(scale, seed)
+
+        def need(name: str, table: str, every: dict[str, RunSpec] = every) -> None:
+            spec = every[name]
+            if spec.parent is not None:
+                need(spec.parent, "", every)  # a parent is trained, not necessarily reported
+            old = order.get(name, spec)
+            tabs = old.tables + ((table,) if table and table not in old.tables else ())
+            order[name] = replace(spec, tables=tabs)
+
+        for table in tables:
+            for base in table_runs(table, scale):
+                name = seeded(base, seed)
+                need(name, table)
+                for ev in table_evals(table, every[name], scale.crop):
+                    evals.setdefault((ev.run, ev.method, ev.scales), ev)
+    plan.runs = list(order.values())
+    plan.evals = list(evals.values())
+    return plan
