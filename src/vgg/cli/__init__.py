@@ -147,6 +147,17 @@ def add_device_flag(p: argparse.ArgumentParser, default: str | None = "auto") ->
                    help=f"{DEVICE_HELP} (default auto)")
 
 
+def add_inference_flags(p: argparse.ArgumentParser) -> None:
+    """--batch, --workers, --device and --amp of the commands that run nets on rescaled
+    images (evaluate, localize evaluate/predict, features, transfer)."""
+    p.add_argument("--batch", type=positive_int, default=16,
+                   help="images per batch (of one rescaled size; default 16)")
+    p.add_argument("--workers", type=workers_count, default=None,
+                   help="data loading processes (default: up to 4)")
+    add_device_flag(p)
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+
+
 def add_list_flags(p: argparse._ActionsContainer, train: bool = True) -> None:
     """--train-list, --val-list, --val-split, --split-seed (vgg.data.sources): which
     images of --data train and which validate."""

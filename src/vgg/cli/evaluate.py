@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import (add_device_flag, add_list_flags, add_progress_flag, check_outputs,
-               positive_int, workers_count)
+from . import add_inference_flags, add_list_flags, add_progress_flag, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,12 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default to one test scale (Q = S, or the middle of [s_min, s_max])")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the horizontally mirrored image")
-    p.add_argument("--batch", type=positive_int, default=16,
-                   help="images per batch (of one rescaled size; default 16)")
-    p.add_argument("--workers", type=workers_count, default=None,
-                   help="data loading processes (default: up to 4)")
-    add_device_flag(p)
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    add_inference_flags(p)
     add_progress_flag(p)
     p.add_argument("--save-posteriors", default=None, metavar="OUT.npz",
                    help="write per-image posteriors (for `vgg fuse`)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import add_device_flag, add_progress_flag, check_outputs, positive_int, workers_count
+from . import add_inference_flags, add_progress_flag, check_outputs, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,7 @@ def _common_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="greedy-merging threshold on the match score (default 0.7; see "
                         "docs/localisation.md)")
-    p.add_argument("--batch", type=positive_int, default=16, help="images per batch")
-    p.add_argument("--workers", type=workers_count, default=None,
-                   help="data loading processes (default: up to 4)")
-    add_device_flag(p)
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    add_inference_flags(p)
     add_progress_flag(p)
 
 

@@ -5,11 +5,10 @@ class recall, box-level classification (Table 12)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from . import (add_device_flag, add_progress_flag, check_outputs, nonneg_int, positive_int,
-               workers_count)
+from . import (add_inference_flags, add_progress_flag, check_outputs, nonneg_int,
+               positive_int)
 
 LAYER_HELP = ("the map to pool: relu7 (default; the penultimate layer, FC7 after its ReLU, "
               "4096-D at full size), relu6, fc7, or a conv layer such as relu5_3")
@@ -23,12 +22,7 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default="relu7", metavar="NAME", help=LAYER_HELP)
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the mirror image's descriptor")
-    p.add_argument("--batch", type=positive_int, default=16,
-                   help="images per batch (of one rescaled size; default 16)")
-    p.add_argument("--workers", type=workers_count, default=None,
-                   help="data loading processes (default: up to 4)")
-    add_device_flag(p)
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    add_inference_flags(p)
     p.add_argument("--restart", action="store_true",
                    help="discard the shards of an interrupted extraction instead of "
                         "continuing it")

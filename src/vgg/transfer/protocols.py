@@ -503,9 +503,9 @@ def run_saved(train: Features, test: Features | None = None, *, train_per_class:
                                                        "baseline"])
 
 
-def box_index(index: Any) -> tuple[Any, list[str], list[int]]:
+def box_index(index: Any) -> tuple[Any, list[str], list[str]]:
     """Every usable box of ``index`` as a sample (``Region`` of its image, labelled with
-    the box's class): (index of boxes, their ids ``image#k``, the row of each box's image)."""
+    the box's class): (index of boxes, their ids ``image#k``, the id of each box's image)."""
     from ..data.decode import Region
     from ..data.folders import ImageIndex
     from ..eval.evaluate import image_ids
@@ -518,7 +518,7 @@ def box_index(index: Any) -> tuple[Any, list[str], list[int]]:
             if b.name in pos:
                 samples.append((Region(Path(path), (b.x0, b.y0, b.x1, b.y1)), pos[b.name]))
                 bids.append(f"{ids[row]}#{k}")
-                owner.append(row)
+                owner.append(ids[row])
     if not samples:
         raise DataError(f"no labelled box in {index.root or 'the dataset'}: the box protocol "
                         f"needs annotations (VOC XML, a detection CSV, ...)")
@@ -551,8 +551,6 @@ def run_boxes(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOpt
     """Table 12's setting: classify labelled boxes from the whole image's descriptor alone
     ("image only") and from it stacked with the box's descriptor ("image + box"); mAP over
     the classes of the boxes."""
-    from ..eval.evaluate import image_ids
-
     data_dir = Path(data_dir)
     train_idx, test_idx, notes = _box_splits(data_dir)
     name = dataset_name(data_dir)
@@ -566,9 +564,8 @@ def run_boxes(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOpt
             box = opts.extract(fnets, bidx, f"{tag}-{split}-boxes", ids=bids)
             skipped.update(img.skipped)
             skipped.update(box.skipped)
-            img_ids = image_ids(idx)
             irow = {i: r for r, i in enumerate(img.ids)}        # image id -> feature row
-            image_of = {b: img_ids[o] for b, o in zip(bids, owner)}
+            image_of = dict(zip(bids, owner))
             keep = [r for r, b in enumerate(box.ids) if image_of[b] in irow]
             box = box.subset(keep)
             owners = [irow[image_of[b]] for b in box.ids]
