@@ -13,7 +13,14 @@ By default it makes its own scaled-down setting: the dataset and net of
 net instead. ``--record`` writes the table into docs/benchmarks.md between
 ``<!-- eval:begin -->`` and ``<!-- eval:end -->``.
 
+``--precisions fp32,bf16`` measures instead the two expensive protocols (dense over 3 scales,
+150-crop multi-crop) of a full-size VGG-16 (random init, 1000 classes, trained-scale range
+[256; 512] so Q = 256, 384, 512) per network precision on ``--images`` generated photo-sized
+JPEGs: images/s, speed-up over fp32, the largest posterior difference from fp32 and the
+top-1 agreement (``<!-- eval-precision:begin -->`` section).
+
     python benchmarks/bench_eval.py --record
+    python benchmarks/bench_eval.py --precisions fp32,bf16 --images 4 --record
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from vgg.checkpoint import load_checkpoint  # noqa: E402
 from vgg.data.decode import image_size  # noqa: E402
@@ -96,9 +105,15 @@ def main() -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--record", action="store_true", help="write docs/benchmarks.md section")
+    ap.add_argument("--precisions", default=None, metavar="P,P",
+                    help="compare network precisions (e.g. fp32,bf16) on a full-size VGG-16")
+    ap.add_argument("--images", type=int, default=4,
+                    help="--precisions: generated 500x375 images (default 4)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(args.seed)
+    if args.precisions:
+        return compare_precisions(args)
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_eval_")
     t0 = time.perf_counter()
@@ -191,15 +206,74 @@ def main() -> int:
     return 0
 
 
-def record(text: str) -> None:
+def compare_precisions(args: argparse.Namespace) -> int:
+    """Dense 3-scale and 150-crop images/s per precision on a full-size VGG-16."""
+    from bench_transfer import make_images
+
+    from vgg.data.folders import index_split
+    from vgg.model import build
+    from vgg.precision import cpu_native_bf16
+
+    precs = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    tmp = tempfile.TemporaryDirectory(prefix="bench_eval_prec_")
+    root = make_images(Path(tmp.name) / "val", args.images, args.seed)
+    index = index_split(root.parent, "val")
+    model = build("D", init="kaiming", classes=[f"c{i}" for i in range(999)] + ["x"]).eval()
+    net = EvalNet(model, "VGG-16 (random init)", [256, 512])
+    sizes = [image_size(p) for p, _ in index.samples]
+    kw = dict(batch_size=args.batch, device=args.device, workers=args.workers, progress=False)
+    rows = []
+    for method, name, what in (("dense", "dense", "3 scales x (image + mirror)"),
+                               ("multicrop", "multi-crop", "3 x 50 = 150 crops")):
+        res: dict[str, Any] = {}
+        for prec in precs:
+            evaluate(net, index.subset([0]), method=method, scales=[256], precision=prec,
+                     **kw)  # warm-up
+            t = time.perf_counter()
+            r = evaluate(net, index, method=method, precision=prec, **kw)
+            res[prec] = (r, time.perf_counter() - t)
+        ref, t_ref = res[precs[0]]
+        for prec in precs:
+            r, dt = res[prec]
+            diff = float(np.abs(r.posteriors - ref.posteriors).max())
+            agree = float(np.mean(r.posteriors.argmax(1) == ref.posteriors.argmax(1)))
+            rows.append(f"| {name} | 256,384,512 | {what} | "
+                        f"{macs_per_image(net, sizes, method, [256, 384, 512]) / 1e9:.0f} G | "
+                        f"{r.precision} | {r.n_images / dt:.3f} | {t_ref / dt:.2f}x | "
+                        f"{diff:.1e} | {100 * agree:.0f}% |")
+    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+               f"{torch.__version__}, native bf16: {'yes' if cpu_native_bf16() else 'no'}")
+    cmd = "python benchmarks/bench_eval.py" + " ".join(
+        [""] + [a for a in sys.argv[1:] if a != "--record"])
+    text = "\n".join([
+        f"Command: `{cmd}` ({machine}).",
+        "",
+        f"VGG-16 at full size (random init, 1000 classes, S in [256; 512] so the test scales "
+        f"are Q = 256, 384, 512), {len(index)} generated 500x375 / 375x500 JPEGs, batch "
+        f"{args.batch}, {args.workers} loader workers; images/s end to end. Posterior "
+        f"difference and top-1 agreement are against the {precs[0]} run on the same images.",
+        "",
+        "| protocol | test Q | network passes per image | mult-adds / image | precision | "
+        f"images/s | speed-up vs {precs[0]} | max posterior diff | top-1 agreement |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
+        *rows,
+    ])
+    print(text)
+    if args.record:
+        record(text, "eval-precision", "Test protocols per precision")
+    tmp.cleanup()
+    return 0
+
+
+def record(text: str, key: str = "eval", title: str = "Test protocols") -> None:
     path = REPO / "docs" / "benchmarks.md"
-    begin, end = "<!-- eval:begin -->", "<!-- eval:end -->"
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
     if begin in doc and end in doc:
         head, rest = doc.split(begin, 1)
         doc = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
     else:
-        doc = doc.rstrip() + f"\n\n## Test protocols\n\n{begin}\n{text}\n{end}\n"
+        doc = doc.rstrip() + f"\n\n## {title}\n\n{begin}\n{text}\n{end}\n"
     path.write_text(doc)
 
 

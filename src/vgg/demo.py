@@ -208,7 +208,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
              "multi-crop & dense", q_mid, scales)
     index = index_split(data, "val")
     common = dict(batch_size=32, device=device, workers=cfg.workers, progress=cfg.progress,
-                  amp=device.type == "cuda")
+                  precision="auto" if device.type == "cuda" else "fp32")
     center = evaluate(ckpt, index, method="center", scales=[q_mid], **common)
     both = evaluate(ckpt, index, method="both", scales=scales, **common)
     timings["evaluation"] = time.perf_counter() - t0
@@ -281,7 +281,7 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
     classes = load_classes(loc_ckpt)
     index, _ = box_index(data, "val", classes, quiet=True)
     common = dict(batch_size=32, device=device, workers=cfg.workers, progress=cfg.progress,
-                  amp=device.type == "cuda")
+                  precision="auto" if device.type == "cuda" else "fp32")
     simple = simple_protocol(str(loc_ckpt), index, **common)
     full = full_protocol(str(loc_ckpt), str(ckpt), index, **common)
     step = max(1, round(32 * plan.crop / 224))  # Table 9's {S-32, S}, scaled with the crop

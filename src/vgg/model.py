@@ -280,29 +280,42 @@ class _VGGBase(nn.Module):
         return self.features(self._to_memory_format(x))
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, check_range: bool = True) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, check_range: bool = True,
+                precision: str = "fp32") -> torch.Tensor:
         """The default inference path: (N, 3, H, W) RGB in 0..255 (uint8 or float, on the
         model's device) -> soft-max posteriors, (N, num_classes) for the FC net or
         (N, num_classes, h, w) for the fully-convolutional one. Applies
         ``self.preprocess``, runs in eval mode under ``torch.inference_mode`` (no
         autograd bookkeeping) and restores the previous train/eval mode.
 
+        ``precision``: "fp32" (default), "bf16", "fp16" or "auto" (bf16 where the hardware
+        runs it natively, see ``vgg.precision``): the network runs in that precision (on a
+        CPU on a cached bf16 copy of the weights; on CUDA under autocast), the soft-max in
+        fp32, so the posteriors are float32 whatever the network's precision. On a CPU
+        with AVX512-BF16 bf16 is about 2.1x faster; posteriors move by ~1e-3.
+
         Whatever the net was trained on (the paper's mean subtraction, torchvision's 0..1
         mean/std, Caffe's BGR), ``images`` are 0..255: a float batch in 0..1, or one
         normalised already, would give confident wrong answers, so it is refused with
         ``InputRangeError`` saying what is expected (``vgg.preprocess.check_input_range``;
         ``check_range=False`` skips the check)."""
+        from .precision import resolve_precision
+
         if check_range:
             check_input_range(images, f"{self.config.name}.predict")
         if not self.config.is_classifier:
             raise ConfigError(f"this is a localisation net ({self.config.head.upper()} head: "
                               f"its outputs are boxes, not class scores); use "
                               f"vgg.localize to predict boxes")
+        prec = resolve_precision(precision, next(self.parameters()).device)
         was_training = self.training
         self.eval()
         try:
-            dtype = next(self.parameters()).dtype
-            return torch.softmax(self(self.preprocess(images, dtype=dtype)), dim=1)
+            with prec.running(self) as net:
+                out = net(net.preprocess(images, dtype=next(net.parameters()).dtype))
+                if out.dtype in (torch.bfloat16, torch.float16):
+                    out = out.float()
+                return torch.softmax(out, dim=1)
         finally:
             self.train(was_training)
 

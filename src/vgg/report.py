@@ -8,9 +8,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-COLUMNS = ("config", "train_scale", "test_scale", "method", "top1_err", "top5_err")
-HEADERS = ("ConvNet config.", "train (S)", "test (Q)", "method", "top-1 val. error (%)",
-           "top-5 val. error (%)")
+COLUMNS = ("config", "train_scale", "test_scale", "method", "precision", "top1_err",
+           "top5_err")
+HEADERS = ("ConvNet config.", "train (S)", "test (Q)", "method", "precision",
+           "top-1 val. error (%)", "top-5 val. error (%)")
 
 
 def _row(r: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -30,7 +31,8 @@ def _cells(rows: Sequence[Mapping[str, Any] | Any]) -> list[list[str]]:
     for r in rows:
         d = _row(r)
         out.append([str(d["config"]), str(d["train_scale"]), str(d["test_scale"]),
-                    str(d["method"]), _pct(d["top1_err"]), _pct(d["top5_err"])])
+                    str(d["method"]), str(d["precision"] or "-"), _pct(d["top1_err"]),
+                    _pct(d["top5_err"])])
     return out
 
 
@@ -57,32 +59,34 @@ def format_table(headers: Sequence[str], cells: list[list[str]], right_from: int
 
 
 def paper_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
-    """``rows``: dicts with keys config, train_scale, test_scale, method, top1_err,
-    top5_err (errors as fractions) or ``EvalResult`` objects. ``fmt``: "text" (aligned
-    columns) or "markdown"."""
-    return format_table(HEADERS, _cells(rows), 4, fmt)
+    """``rows``: dicts with keys config, train_scale, test_scale, method, precision (of
+    the networks; "-" when absent, e.g. the paper's own numbers), top1_err, top5_err
+    (errors as fractions) or ``EvalResult`` objects. ``fmt``: "text" (aligned columns) or
+    "markdown"."""
+    return format_table(HEADERS, _cells(rows), 5, fmt)
 
 
 LOC_COLUMNS = ("config", "head", "tuned", "train_scale", "test_scale", "protocol",
-               "top1_err", "top5_err", "whole_top1_err", "whole_top5_err", "mean_top1_err",
-               "mean_top5_err")
+               "precision", "top1_err", "top5_err", "whole_top1_err", "whole_top5_err",
+               "mean_top1_err", "mean_top5_err")
 LOC_HEADERS = ("ConvNet config.", "regr.", "fine-tuned", "train (S)", "test (Q)", "protocol",
-               "top-1 loc. err (%)", "top-5 loc. err (%)", "whole image top-1/top-5",
-               "mean box top-1/top-5")
+               "precision", "top-1 loc. err (%)", "top-5 loc. err (%)",
+               "whole image top-1/top-5", "mean box top-1/top-5")
 
 
 def loc_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
     """Tables 8-10's layout for localisation results (``LocResult`` objects or dicts with
-    ``LOC_COLUMNS``): config, SCR/PCR, tuned layers, S, Q, protocol, top-1 / top-5
-    localisation error, and the two baselines on the same images (the whole image as the
-    box; the mean training box at the centre). The simple protocol makes one guess (for
-    the ground-truth class): its error fills the top-1 column."""
+    ``LOC_COLUMNS``): config, SCR/PCR, tuned layers, S, Q, protocol, the networks'
+    precision, top-1 / top-5 localisation error, and the two baselines on the same images
+    (the whole image as the box; the mean training box at the centre). The simple protocol
+    makes one guess (for the ground-truth class): its error fills the top-1 column."""
     cells = []
     for r in rows:
         d = r if isinstance(r, Mapping) else r.table_row()
         cells.append([str(d["config"]), str(d["head"]), str(d["tuned"]),
                       str(d["train_scale"]), str(d["test_scale"]), str(d["protocol"]),
-                      _pct(d["top1_err"]), _pct(d.get("top5_err")),
+                      str(d.get("precision") or "-"), _pct(d["top1_err"]),
+                      _pct(d.get("top5_err")),
                       f"{_pct(d['whole_top1_err'])} / {_pct(d.get('whole_top5_err'))}",
                       f"{_pct(d['mean_top1_err'])} / {_pct(d.get('mean_top5_err'))}"])
-    return format_table(LOC_HEADERS, cells, 6, fmt)
+    return format_table(LOC_HEADERS, cells, 7, fmt)

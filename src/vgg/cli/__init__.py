@@ -147,15 +147,26 @@ def add_device_flag(p: argparse.ArgumentParser, default: str | None = "auto") ->
                    help=f"{DEVICE_HELP} (default auto)")
 
 
-def add_inference_flags(p: argparse.ArgumentParser) -> None:
-    """--batch, --workers, --device and --amp of the commands that run nets on rescaled
-    images (evaluate, localize evaluate/predict, features, transfer)."""
+def add_inference_flags(p: argparse.ArgumentParser, precision: str = "fp32") -> None:
+    """--batch, --workers, --device and --precision (default ``precision``) of the commands
+    that run nets on rescaled images (evaluate, localize evaluate/predict, features,
+    transfer)."""
     p.add_argument("--batch", type=positive_int, default=16,
                    help="images per batch (of one rescaled size; default 16)")
     p.add_argument("--workers", type=workers_count, default=None,
                    help="data loading processes (default: up to 4)")
     add_device_flag(p)
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    add_precision_flag(p, precision)
+
+
+def add_precision_flag(p: argparse.ArgumentParser, default: str) -> None:
+    from ..precision import PRECISION_HELP, PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help=f"{PRECISION_HELP} (default {default})")
+    # the flag of earlier releases: bf16/fp16 on CUDA, now what --precision auto picks
+    p.add_argument("--amp", action="store_const", dest="precision", const="auto",
+                   help=argparse.SUPPRESS)
 
 
 def add_list_flags(p: argparse._ActionsContainer, train: bool = True) -> None:

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     index = load_index(args, nets[0].model.classes, nets[0].name)
     result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,
                       batch_size=args.batch, device=args.device, workers=args.workers,
-                      amp=args.amp, multi_scale=not args.single_scale,
+                      precision=args.precision, multi_scale=not args.single_scale,
                       progress=args.progress)
     print(paper_table(result_rows(result), fmt="markdown" if args.markdown else "text"))
     print(f"{result.n_images} images" + (f", {len(result.skipped)} unreadable skipped"

@@ -90,14 +90,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common_eval_flags(p: argparse.ArgumentParser) -> None:
+def _common_eval_flags(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument("--scales", default=None, metavar="Q,Q,...",
                    help="test scales (smaller image side); default Q = S of each net "
                         "(Table 9 also uses S-32,S)")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="greedy-merging threshold on the match score (default 0.7; see "
                         "docs/localisation.md)")
-    add_inference_flags(p)
+    add_inference_flags(p, precision)
     add_progress_flag(p)
 
 
@@ -123,7 +123,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--save-boxes", default=None, metavar="OUT.npz",
                    help="write per-image boxes (for `vgg localize fuse` / re-scoring)")
     e.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    _common_eval_flags(e)
+    _common_eval_flags(e, "fp32")
     e.set_defaults(func=_evaluate)
 
 
@@ -146,7 +146,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     classes = nets[0].model.classes
     index, _ = box_index(args.data, args.split, classes, args.boxes, what=nets[0].name)
     common = dict(batch_size=args.batch, device=args.device, workers=args.workers,
-                  amp=args.amp, progress=args.progress)
+                  precision=args.precision, progress=args.progress)
     if args.protocol == "simple":
         if args.threshold is not None:
             raise ConfigError("--threshold applies to --protocol full (greedy merging)")
@@ -191,7 +191,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--draw", default=None, metavar="OUT_DIR",
                    help="write <OUT_DIR>/<image>.png with the guesses drawn")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _common_eval_flags(p)
+    _common_eval_flags(p, "auto")
     p.set_defaults(func=_predict)
 
 
@@ -205,7 +205,8 @@ def _predict(args: argparse.Namespace) -> int:
     thr = DEFAULT_MERGE_THRESHOLD if args.threshold is None else args.threshold
     preds = predict_boxes(args.checkpoint, args.classifier, args.inputs, top=args.top,
                           scales=scales, threshold=thr, batch_size=args.batch,
-                          device=args.device, workers=args.workers, amp=args.amp,
+                          device=args.device, workers=args.workers,
+                          precision=args.precision,
                           progress=args.progress)
     rc = report_predictions(preds, args.inputs, args.json, lambda p: f"{p.path}: " + "; ".join(
         f"{c} ({s:.3g}) [{', '.join(f'{v:.0f}' for v in b)}]" for c, s, b in p.guesses))

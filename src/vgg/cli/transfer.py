@@ -22,7 +22,7 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default="relu7", metavar="NAME", help=LAYER_HELP)
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the mirror image's descriptor")
-    add_inference_flags(p)
+    add_inference_flags(p, "auto")
     p.add_argument("--restart", action="store_true",
                    help="discard the shards of an interrupted extraction instead of "
                         "continuing it")
@@ -192,12 +192,14 @@ def run_features(args: argparse.Namespace) -> int:
     if args.boxes:
         index, ids, _ = box_index(index)
     feats = extract_features(nets, index, _scales(args.scales), args.combine, args.layer,
-                             args.flip, args.batch, args.device, args.workers, amp=args.amp,
+                             args.flip, args.batch, args.device, args.workers,
+                             precision=args.precision,
                              progress=args.progress, out=args.out, restart=args.restart,
                              ids=ids, desc="boxes" if args.boxes else "features")
     skipped = f", {len(feats.skipped)} unreadable left out" if feats.skipped else ""
     print(f"{len(feats)} descriptors of {feats.dim} dimensions ({args.layer}, Q "
-          f"{','.join(map(str, feats.meta['scales']))}, {args.combine}){skipped}: {args.out}")
+          f"{','.join(map(str, feats.meta['scales']))}, {args.combine}, "
+          f"{feats.meta['precision']}){skipped}: {args.out}")
     return 0
 
 
@@ -238,7 +240,7 @@ def run_transfer(args: argparse.Namespace) -> int:
             combine=args.combine or ("stack" if protocol in ("caltech", "classes")
                                      else "average"),
             layer=args.layer, flip=args.flip, batch_size=args.batch, device=args.device,
-            workers=args.workers, amp=args.amp, progress=args.progress,
+            workers=args.workers, precision=args.precision, progress=args.progress,
             cache=Path(args.features_dir) if args.features_dir else None,
             restart=args.restart)
         common = {"baseline": args.baseline, "seed": args.seed, "C_grid": grid,

@@ -26,6 +26,7 @@ from ..checkpoint import Checkpoint, load_checkpoint, require_head
 from ..devices import pick_device
 from ..errors import BadImageError, ConfigError, DataError, VggError
 from ..model import VGG
+from ..precision import Precision, resolve_precision
 from ..progress import Progress
 from ..settings import MAX_BATCH, check_int, check_scales as _check_sides, check_workers
 from . import metrics
@@ -292,6 +293,7 @@ class EvalResult:
     pieces: list[Piece]
     skipped: list[str] = field(default_factory=list)
     skipped_reasons: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"  # of the networks ("fp32", "bf16", "fp16"; "a & b" when fused)
     posteriors: np.ndarray = field(init=False)
     top1_err: float = field(init=False)
     top5_err: float = field(init=False)
@@ -334,7 +336,7 @@ class EvalResult:
             flip=any(p.flip for p in keep), classes=self.classes, image_ids=self.image_ids,
             labels=self.labels, skipped=self.skipped, skipped_reasons=self.skipped_reasons,
             pieces=[Piece(remap[p.net], p.method, p.scale, p.posteriors, p.flip)
-                    for p in keep])
+                    for p in keep], precision=self.precision)
 
     def to_posteriors(self) -> Posteriors:
         return Posteriors(image_ids=self.image_ids, classes=self.classes, labels=self.labels,
@@ -347,7 +349,8 @@ class EvalResult:
 
     def _meta(self) -> dict[str, Any]:
         return {"method": self.method, "nets": self.nets, "config": self.configs,
-                "train_scale": self.train_scales, "scales": self.scales, "flip": self.flip}
+                "train_scale": self.train_scales, "scales": self.scales, "flip": self.flip,
+                "precision": self.precision}
 
     def table_row(self) -> dict[str, Any]:
         """One row of the paper's tables (see ``vgg.report.paper_table``)."""
@@ -355,7 +358,8 @@ class EvalResult:
                 "train_scale": " & ".join(dict.fromkeys(self.train_scales)),
                 "test_scale": " & ".join(dict.fromkeys(",".join(map(str, s))
                                                        for s in self.scales)),
-                "method": self.method, "top1_err": self.top1_err, "top5_err": self.top5_err}
+                "method": self.method, "precision": self.precision,
+                "top1_err": self.top1_err, "top5_err": self.top5_err}
 
     def to_json(self, confused: int = 10) -> dict[str, Any]:
         """JSON-ready: ``top1_err``, ``top5_err`` (fractions), ``n_images``, per-class
@@ -401,10 +405,13 @@ def result_from_posteriors(post: Posteriors) -> EvalResult:
         methods = (methods - {"both"}) | {"dense", "multicrop"}
     method = "both" if methods == {"dense", "multicrop"} else " & ".join(sorted(methods))
     flip = any(bool(m.get("flip", False)) for m in parts)
+    # files written before precisions existed were fp32
+    precision = " & ".join(dict.fromkeys(str(m.get("precision") or "fp32") for m in parts))
     return EvalResult(method=method, nets=nets, configs=configs, train_scales=train,
                       scales=scales, flip=flip, classes=post.classes,
                       image_ids=post.image_ids, labels=post.labels,
-                      pieces=[Piece(0, method, None, post.posteriors, flip)])
+                      pieces=[Piece(0, method, None, post.posteriors, flip)],
+                      precision=precision)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -414,7 +421,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
              index: Any, method: str = "dense", scales: Sequence[int] | None = None,
              flip: bool = True, batch_size: int = 16,
              device: str | torch.device | None = None, workers: int | None = None, *,
-             amp: bool = False, train_scale: Sequence[int] | None = None,
+             precision: str = "fp32", train_scale: Sequence[int] | None = None,
              multi_scale: bool = True, progress: bool = True,
              allow_empty: bool = False,
              on_bad: Callable[[str, str], None] | None = None) -> EvalResult:
@@ -425,9 +432,12 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     average) or "center" (one centre crop, never mirrored). ``scales``: test scales Q for
     every net; default per net from its checkpoint's ``meta["train_scale"]``
     (:func:`default_scales`, three scales, or one with ``multi_scale=False`` or method
-    "center"). ``flip`` averages with the mirror image (dense, multi-crop). ``amp``:
-    bf16/fp16 autocast on CUDA. ``train_scale`` overrides the nets' training scale (for
-    bare ``VGG`` objects). Dataset classes are matched to the nets' classes by name.
+    "center"). ``flip`` averages with the mirror image (dense, multi-crop).
+    ``precision``: the networks' precision, "fp32" (default: the paper's tables), "bf16",
+    "fp16" or "auto" (``vgg.precision``); soft-max, averaging and fusion stay fp32 and the
+    result records it (``result.precision``). ``train_scale`` overrides the nets' training
+    scale (for bare ``VGG`` objects). Dataset classes are matched to the nets' classes by
+    name.
     ``allow_empty``: return a result with zero images instead of raising when no image
     can be read (training validation on one rank's share). ``on_bad(path, reason)`` is
     told of each unreadable image (default: a warning per image).
@@ -457,6 +467,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
                else default_scales(n.train_scale, n.crop, multi_scale=not single)
                for n in nets]
     dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     kinds = PIECE_METHODS[method]
@@ -466,7 +477,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
               for j, qs in enumerate(per_net) for q in qs for m in kinds}
     filled = {key: np.zeros(n_img, dtype=bool) for key in pieces}
     bad = _run(nets, index, per_net, kinds, pieces, filled, flip=flip,
-               batch_size=batch_size, dev=dev, workers=workers, amp=amp, progress=progress,
+               batch_size=batch_size, dev=dev, workers=workers, prec=prec, progress=progress,
                method=method, on_bad=on_bad or _warn_bad)
     # an image is scored when every piece saw it; a NaN posterior (a broken net) is
     # scored too, and counts as wrong
@@ -482,10 +493,11 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     return EvalResult(
         method=method, nets=[n.name for n in nets], configs=[n.model.config.name for n in nets],
         train_scales=[n.train_scale_label for n in nets], scales=per_net,
-        flip=flip and method != "center", classes=classes, image_ids=[ids[i] for i in keep], labels=labels[keep],
+        flip=flip and method != "center", classes=classes,
+        image_ids=[ids[i] for i in keep], labels=labels[keep],
         skipped=skipped, skipped_reasons=reasons,
         pieces=[Piece(j, m, q, arr[keep], flip and m != "center")
-                for (j, m, q), arr in pieces.items()])
+                for (j, m, q), arr in pieces.items()], precision=prec.name)
 
 
 def _warn_bad(path: str, reason: str) -> None:
@@ -546,17 +558,9 @@ class RescaledImages:
                 bar.update(len(batch["bad"]))
 
 
-def amp_context(amp: bool, dev: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 (or fp16) autocast on CUDA when asked; nothing otherwise."""
-    if amp and dev.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
-                              else torch.float16)
-    return contextlib.nullcontext()
-
-
 def normalise(model: VGG, x8: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB batch -> the net's input (its stored preprocessing, its dtype; NHWC on
-    CUDA)."""
+    """uint8 RGB batch -> the net's input (its stored preprocessing computed in fp32, then
+    cast to the dtype of its weights; NHWC on CUDA)."""
     x = model.preprocess(x8, dtype=next(model.parameters()).dtype)
     if x.is_cuda:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -566,32 +570,33 @@ def normalise(model: VGG, x8: torch.Tensor) -> torch.Tensor:
 def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple[str, ...],
          pieces: dict[tuple[int, str, int], np.ndarray],
          filled: dict[tuple[int, str, int], np.ndarray], *, flip: bool, batch_size: int,
-         dev: torch.device, workers: int, amp: bool, progress: bool,
+         dev: torch.device, workers: int, prec: Precision, progress: bool,
          method: str, on_bad: Callable[[str, str], None]) -> dict[int, str]:
     """One pass over the data per test scale, every (net, method) on each batch; fills
     ``pieces`` and ``filled`` in place and returns {row: reason} of the unreadable images."""
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
-    fcns = []
+    models, fcns = [], []
     for n in nets:
-        n.model.eval().to(dev)
-        fcns.append(n.model.to_fully_conv())
+        m = prec.net(n.model.eval().to(dev))  # the net itself, or its bf16/fp16 copy
+        models.append(m)
+        fcns.append(m.to_fully_conv())
     for q in sorted({q for qs in per_net for q in qs}):
         active = [j for j, qs in enumerate(per_net) if q in qs]
-        with torch.inference_mode(), amp_context(amp, dev):
+        with torch.inference_mode(), prec.autocast():
             for rows, x8 in data.batches(q, method):
-                _forward(nets, fcns, active, kinds, pieces, q, rows, x8, flip)
+                _forward(nets, models, fcns, active, kinds, pieces, q, rows, x8, flip)
                 for j in active:
                     for m in kinds:
                         filled[(j, m, q)][rows] = True
     return data.bad
 
 
-def _forward(nets: list[EvalNet], fcns: list[Any], active: list[int], kinds: tuple[str, ...],
-             pieces: dict[tuple[int, str, int], np.ndarray], q: int, rows: np.ndarray,
-             x8: torch.Tensor, flip: bool) -> None:
+def _forward(nets: list[EvalNet], models: list[VGG], fcns: list[Any], active: list[int],
+             kinds: tuple[str, ...], pieces: dict[tuple[int, str, int], np.ndarray], q: int,
+             rows: np.ndarray, x8: torch.Tensor, flip: bool) -> None:
     for j in active:
         net, fcn = nets[j], fcns[j]
-        x = normalise(net.model, x8)
+        x = normalise(models[j], x8)
         for m in kinds:
             if m == "dense":
                 p = dense_posteriors(fcn, x, flip)

@@ -15,6 +15,7 @@ import torch
 
 from ..devices import pick_device
 from ..errors import BadImageError, ConfigError
+from ..precision import resolve_precision
 from ..progress import Progress
 from .dense import dense_posteriors
 from .evaluate import EvalNet, as_net, check_scales, default_scales
@@ -74,12 +75,15 @@ def quiet_skips(skipped: list[tuple[Path, str]], inputs: Sequence[str | os.PathL
 
 def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
             scale: int | None = None, method: str = "dense", flip: bool = True,
-            device: str | torch.device | None = None, progress: bool = True
-            ) -> list[Prediction]:
+            device: str | torch.device | None = None, progress: bool = True,
+            precision: str = "fp32") -> list[Prediction]:
     """Top-``top`` classes of every image (folders are expanded; what cannot be read gets
     a ``Prediction`` with ``error``). ``model``: a checkpoint path, ``Checkpoint``, ``VGG``
     or ``EvalNet``. ``scale`` Q defaults to the single-scale rule of Sect. 3.2 (S, or the
-    middle of the training range). ``method``: "dense" or "center"."""
+    middle of the training range). ``method``: "dense" or "center". ``precision``: the
+    network's: "fp32" (default), "bf16", "fp16" or "auto" (bf16 where the hardware runs it
+    natively; ``vgg.precision``; `vgg predict` defaults to auto); the soft-max and
+    averaging stay fp32."""
     from ..data.transforms import RescaleTransform
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -90,7 +94,8 @@ def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
     q = (check_scales([scale], net.crop, net.name)[0] if scale is not None
          else default_scales(net.train_scale, net.crop, multi_scale=False)[0])
     dev = pick_device(device)
-    m = net.model.eval().to(dev)
+    prec = resolve_precision(precision, dev)
+    m = prec.net(net.model.eval().to(dev))
     fcn = m.to_fully_conv()
     ids = m.classes or [str(i) for i in range(m.config.num_classes)]
     names = m.display_names()
@@ -108,7 +113,7 @@ def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
             except BadImageError as e:
                 results.append(Prediction(str(path), error=str(e)))
                 continue
-            with torch.inference_mode():
+            with torch.inference_mode(), prec.autocast():
                 x = m.preprocess(img[None].to(dev), dtype=dtype)
                 p = (dense_posteriors(fcn, x, flip) if method == "dense"
                      else center_posteriors(fcn, x, net.crop))[0].float().cpu()

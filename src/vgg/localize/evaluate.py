@@ -41,10 +41,11 @@ import torch
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, require_head
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
-from ..eval.evaluate import (EvalNet, RescaledImages, amp_context, as_net, check_scales,
+from ..eval.evaluate import (EvalNet, RescaledImages, as_net, check_scales,
                              default_scales, evaluate, image_ids, normalise)
 from ..eval.multicrop import center_crop
 from ..model import VGG
+from ..precision import resolve_precision
 from ..settings import MAX_BATCH, check_float, check_int, check_workers
 from .boxes import box_iou, decode, hflip_boxes, scale_boxes
 from .data import boxes_tensor
@@ -139,6 +140,7 @@ class LocResult:
     classifier: str | None = None
     threshold: float | None = None
     skipped: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # of the networks (vgg.precision)
     errors: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -200,6 +202,7 @@ class LocResult:
                 "test_scale": " & ".join(dict.fromkeys(",".join(map(str, s))
                                                        for s in self.scales)),
                 "protocol": self.protocol + (" (fused)" if len(self.nets) > 1 else ""),
+                "precision": self.precision,
                 **{k: v for k, v in self.errors.items() if not k.startswith("cls_")}}
 
     def to_json(self) -> dict[str, Any]:
@@ -209,7 +212,7 @@ class LocResult:
                 "merge_threshold": self.threshold, "n_images": self.n_images,
                 "n_skipped": len(self.skipped), "skipped": self.skipped[:100],
                 "mean_iou_first_guess": self.mean_iou(), "mean_box": list(self.mean_box),
-                **self.errors}
+                "precision": self.precision, **self.errors}
 
     # -- saved boxes --------------------------------------------------------------------
 
@@ -248,7 +251,7 @@ class LocResult:
                 "heads": self.heads, "tuned": self.tuned, "train_scales": self.train_scales,
                 "scales": self.scales, "mean_box": list(self.mean_box),
                 "classifier": self.classifier, "threshold": self.threshold,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "precision": self.precision}
 
 
 def _best_iou(guess: tuple[int, float, tuple[float, ...]],
@@ -313,7 +316,8 @@ def load_saved(path: str | os.PathLike[str]) -> LocResult:
         image_ids=[str(i) for i in d["image_ids"]], labels=d["labels"], sizes=d["sizes"],
         gt=gt, guesses=guesses, mean_box=tuple(meta["mean_box"]), raw=raw,
         posteriors=d.get("posteriors"), classifier=meta.get("classifier"),
-        threshold=meta.get("threshold"), skipped=list(meta.get("skipped", [])))
+        threshold=meta.get("threshold"), skipped=list(meta.get("skipped", [])),
+        precision=str(meta.get("precision") or "fp32"))
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -367,7 +371,7 @@ def _common(index: Any, batch_size: int, workers: int | None,
 def simple_protocol(net: LocNet | VGG | Checkpoint | str | os.PathLike[str], index: Any,
                     scale: int | None = None, *, batch_size: int = 16,
                     device: str | torch.device | None = None, workers: int | None = None,
-                    amp: bool = False, progress: bool = True, allow_empty: bool = False,
+                    precision: str = "fp32", progress: bool = True, allow_empty: bool = False,
                     on_bad: Callable[[str, str], None] | None = None,
                     losses: list[float] | None = None) -> LocResult:
     """Table 8's protocol on ``index`` (an ``ImageIndex`` with ``boxes``; labels are
@@ -378,14 +382,15 @@ def simple_protocol(net: LocNet | VGG | Checkpoint | str | os.PathLike[str], ind
     batch_size, workers = _common(index, batch_size, workers)
     q = check_scales([scale], loc.crop, loc.name)[0] if scale is not None else loc.default_q()
     dev = pick_device(device)
-    model = loc.model.eval().to(dev)
+    prec = resolve_precision(precision, dev)
+    model = prec.net(loc.model.eval().to(dev))
     classes = list(model.classes or [str(i) for i in range(model.config.num_classes)])
     gt_all = _gt_of(index, classes)
     labels = np.array([lbl for _, lbl in index.samples], dtype=np.int64)
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
     crop = loc.crop
     guesses: dict[int, list[tuple[int, float, tuple[float, ...]]]] = {}
-    with torch.inference_mode(), amp_context(amp, dev):
+    with torch.inference_mode(), prec.autocast():
         for rows, x8 in data.batches(q, "simple"):
             x = center_crop(normalise(model, x8), crop)
             out = model(x).float()
@@ -400,9 +405,11 @@ def simple_protocol(net: LocNet | VGG | Checkpoint | str | os.PathLike[str], ind
                 guesses[r] = [(int(labels[r]), 1.0, tuple(float(v) for v in img_box))]
                 if losses is not None:
                     losses.append(_l2_loss(p, gt_all[r], int(labels[r]), size, (nw, nh), window))
-    return _finish("simple", [loc], [[q]], index, classes, gt_all, labels, data, guesses,
-                   raw=None, posteriors=None, classifier=None, threshold=None,
-                   allow_empty=allow_empty)
+    res = _finish("simple", [loc], [[q]], index, classes, gt_all, labels, data, guesses,
+                  raw=None, posteriors=None, classifier=None, threshold=None,
+                  allow_empty=allow_empty)
+    res.precision = prec.name
+    return res
 
 
 def _l2_loss(params: torch.Tensor, gt: list[tuple[int, tuple[float, ...]]], label: int,
@@ -429,7 +436,7 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
                   index: Any, scales: Sequence[int] | None = None, *,
                   threshold: float = DEFAULT_MERGE_THRESHOLD, flip: bool = True,
                   batch_size: int = 16, device: str | torch.device | None = None,
-                  workers: int | None = None, amp: bool = False, progress: bool = True,
+                  workers: int | None = None, precision: str = "fp32", progress: bool = True,
                   on_bad: Callable[[str, str], None] | None = None,
                   require_boxes: bool = True) -> LocResult:
     """The full protocol (module docstring) for one localisation net or the fusion of
@@ -455,9 +462,10 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
                for n in locs]
     all_q = sorted({q for qs in per_net for q in qs})
     dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
     # 1. the classification net's top-5 classes: dense evaluation, Sect. 3.2
     cls_res = evaluate(cls_net, index, method="dense", scales=all_q, flip=flip,
-                       batch_size=batch_size, device=dev, workers=workers, amp=amp,
+                       batch_size=batch_size, device=dev, workers=workers, precision=prec,
                        progress=progress, on_bad=on_bad)
     ids = image_ids(index)
     row_of = {iid: i for i, iid in enumerate(ids)}
@@ -474,13 +482,13 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
     raw_b: list[np.ndarray] = []
     raw_s: list[np.ndarray] = []
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
-    cls_model = cls_net.model.eval().to(dev)
+    cls_model = prec.net(cls_net.model.eval().to(dev))
     cls_fcn = cls_model.to_fully_conv()
     for j, loc in enumerate(locs):
-        model = loc.model.eval().to(dev)
+        model = prec.net(loc.model.eval().to(dev))
         fcn = model.to_fully_conv()
         for q in per_net[j]:
-            with torch.inference_mode(), amp_context(amp, dev):
+            with torch.inference_mode(), prec.autocast():
                 for rows, x8 in data.batches(q, f"boxes net {j + 1}"):
                     for i, c, b, s in _dense_boxes(model, fcn, cls_model, cls_fcn, x8, rows,
                                                    top, data.sizes, flip):
@@ -495,9 +503,11 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
     labels = np.array([lbl for _, lbl in index.samples], dtype=np.int64)
     for r in np.nonzero(~scored)[0]:
         data.bad.setdefault(int(r), "could not be read")
-    return _finish("full", locs, per_net, index, classes, gt_all, labels, data, guesses,
-                   raw=raw, posteriors=post, classifier=cls_net.name, threshold=threshold,
-                   allow_empty=False)
+    res = _finish("full", locs, per_net, index, classes, gt_all, labels, data, guesses,
+                  raw=raw, posteriors=post, classifier=cls_net.name, threshold=threshold,
+                  allow_empty=False)
+    res.precision = prec.name
+    return res
 
 
 def _dense_boxes(model: VGG, fcn: Any, cls_model: VGG, cls_fcn: Any, x8: torch.Tensor,
@@ -636,7 +646,8 @@ def fuse_results(parts: Sequence[LocResult], names: Sequence[str] | None = None,
         guesses=[guesses[i] for i in range(len(ref.image_ids))],
         mean_box=tuple(float(v) for v in np.mean([p.mean_box for p in parts], axis=0)),
         raw=raw, posteriors=post.astype(np.float32), classifier=ref.classifier,
-        threshold=thr, skipped=ref.skipped)
+        threshold=thr, skipped=ref.skipped,
+        precision=" & ".join(dict.fromkeys(p.precision for p in parts)))
 
 
 def fuse_saved(paths: Sequence[str | os.PathLike[str]],

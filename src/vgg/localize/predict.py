@@ -74,9 +74,11 @@ def predict_boxes(loc: Any, classifier: Any, inputs: Sequence[str | os.PathLike[
                   top: int = 5, scales: Sequence[int] | None = None,
                   threshold: float = DEFAULT_MERGE_THRESHOLD, batch_size: int = 16,
                   device: str | torch.device | None = None, workers: int | None = None,
-                  amp: bool = False, progress: bool = True) -> list[BoxPrediction]:
+                  precision: str = "fp32", progress: bool = True) -> list[BoxPrediction]:
     """The ``top`` (class, score, box) guesses of each image (folders expanded; files that
-    cannot be read get an ``error``)."""
+    cannot be read get an ``error``). ``precision``: the networks' ("fp32" default; "auto" is
+    bf16 where the hardware runs it natively, `vgg localize predict`'s default;
+    ``vgg.precision``)."""
     from ..data.folders import ImageIndex, list_images
     from ..eval.evaluate import as_net
     from ..eval.predict import quiet_skips
@@ -92,7 +94,8 @@ def predict_boxes(loc: Any, classifier: Any, inputs: Sequence[str | os.PathLike[
     boxes = {p: b for p in paths if (b := _beside(p))}
     index = ImageIndex([(p, 0) for p in paths], classes, None, boxes=boxes or None)
     result = full_protocol(net, cls, index, scales, threshold=threshold,
-                           batch_size=batch_size, device=device, workers=workers, amp=amp,
+                           batch_size=batch_size, device=device, workers=workers,
+                           precision=precision,
                            progress=progress, require_boxes=False)
     names = cls.model.display_names()
     done = dict(zip(result.image_ids, result.guesses))

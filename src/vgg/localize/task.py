@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..train.task import Task, shard
+from ..train.task import Task, shard, val_precision
 from .boxes import box_iou, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ class LocalisationTask(Task):
                          self.mean_box)
             r = simple_protocol(net, part, cfg.test_scale, batch_size=cfg.val_batch or 16,
                                 device=trainer.device, workers=cfg.workers,
-                                amp=cfg.amp != "none", progress=False, allow_empty=True,
+                                precision=val_precision(cfg.amp), progress=False,
+                                allow_empty=True,
                                 on_bad=trainer.note_bad, losses=losses)
             if r.n_images:
                 sums[0] = sum(losses)

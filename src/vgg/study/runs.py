@@ -176,7 +176,7 @@ def ensure_eval(ctx: RunContext, folder: Path, spec: EvalSpec) -> Path | None:
     index = index_split(ctx.data, "val")
     res = evaluate(ckpt, index, method=spec.method, scales=list(spec.scales), batch_size=32,
                    device=ctx.device, workers=ctx.workers, progress=ctx.progress,
-                   amp=ctx.device.type == "cuda")
+                   precision="auto" if ctx.device.type == "cuda" else "fp32")
     if spec.method == "both":  # the pieces first, so the report can split the methods
         for m in ("dense", "multicrop"):
             res.select(m).save_posteriors(folder / spec.file.replace("-both-", f"-{m}-"))

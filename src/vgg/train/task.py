@@ -75,6 +75,12 @@ class Task(ABC):
         return {}
 
 
+def val_precision(amp: str) -> str:
+    """The precision validation runs in: the training's autocast dtype (--amp bf16/fp16,
+    CUDA), else fp32."""
+    return "fp32" if amp == "none" else amp
+
+
 def shard(index: ImageIndex, rank: int, world: int) -> ImageIndex:
     """Every ``world``-th image from ``rank``: each image is validated by exactly one
     process (a rank may get none when there are fewer images than processes)."""
@@ -109,7 +115,8 @@ class ClassificationTask(Task):
             net = EvalNet(trainer.model, "validation", list(cfg.scale))
             r = evaluate(net, part, method=cfg.val_method, scales=[cfg.test_scale],
                          batch_size=cfg.val_batch or 16, device=trainer.device,
-                         workers=cfg.workers, amp=cfg.amp != "none", progress=False,
+                         workers=cfg.workers, precision=val_precision(cfg.amp),
+                         progress=False,
                          allow_empty=True, on_bad=trainer.note_bad)
             n = r.n_images
             if n:

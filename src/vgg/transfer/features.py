@@ -36,6 +36,7 @@ from ..checkpoint import Checkpoint, atomic_write, load_checkpoint
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
 from ..model import HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs
+from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
 
 log = logging.getLogger(__name__)
@@ -376,7 +377,7 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
                      index: Any, scales: Sequence[int] | None = None,
                      combine: str = "average", layer: str = DEFAULT_LAYER, flip: bool = True,
                      batch_size: int = 16, device: str | torch.device | None = None,
-                     workers: int | None = None, *, amp: bool = False,
+                     workers: int | None = None, *, precision: str = "fp32",
                      progress: bool = True, out: str | os.PathLike[str] | None = None,
                      restart: bool = False, ids: Sequence[str] | None = None,
                      on_bad: Callable[[str, str], None] | None = None,
@@ -390,7 +391,11 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
     with the mirror image. ``out``: save the result there (``.npz``), writing shards to
     ``OUT.parts/`` as it goes so that a rerun continues an interrupted extraction (the
     shards are removed once ``out`` is written; one run per ``out`` at a time);
-    ``restart`` discards an earlier interrupted one. ``ids``: the row ids
+    ``restart`` discards an earlier interrupted one. ``precision``: the networks' ("fp32",
+    "bf16", "fp16" or "auto": bf16 where the hardware runs it natively; ``vgg.precision``;
+    `vgg features` defaults to auto); pooling,
+    mirror averaging and normalisation stay fp32; it is part of the settings a resumed
+    extraction must share. ``ids``: the row ids
     (default: paths relative to the index root). Unreadable images are reported to
     ``on_bad`` once, left out and listed in ``Features.skipped``."""
     from ..eval.evaluate import image_ids
@@ -412,21 +417,22 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
     ids = list(ids) if ids is not None else image_ids(index)
     targets, ignore = index_targets(index)
     dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     n_img = len(ids)
     dims = [layer_dim(n.model, layer) for n in nets]
     key = {"nets": [n.identity or _weights_identity(n.model) for n in nets], "layer": layer,
-           "scales": qs, "flip": flip, "images": hashlib.sha256(
+           "scales": qs, "flip": flip, "precision": prec.name, "images": hashlib.sha256(
                "\n".join(ids).encode()).hexdigest()[:16], "n_images": n_img}
     if out is None:
-        return _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, amp,
+        return _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, prec,
                         progress, None, restart, ids, targets, ignore, dims, key, on_bad, desc)
     from ..train.checkpoint import RunLock
 
     parts = Path(f"{out}.parts")
     with RunLock(parts):
-        feats = _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, amp,
+        feats = _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, prec,
                          progress, ShardStore(parts, key), restart, ids, targets, ignore, dims,
                          key, on_bad, desc)
         feats.save(out)
@@ -435,12 +441,12 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
 
 
 def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, layer: str,
-             flip: bool, batch_size: int, dev: torch.device, workers: int, amp: bool,
+             flip: bool, batch_size: int, dev: torch.device, workers: int, prec: Precision,
              progress: bool, store: ShardStore | None, restart: bool, ids: list[str],
              targets: np.ndarray, ignore: np.ndarray | None, dims: list[int],
              key: dict[str, Any], on_bad: Callable[[str, str], None] | None,
              desc: str) -> Features:
-    from ..eval.evaluate import RescaledImages, _warn_bad, amp_context, normalise
+    from ..eval.evaluate import RescaledImages, _warn_bad, normalise
 
     n_img = len(ids)
     desc_at = {(j, q): np.zeros((n_img, d), np.float32) for j, d in enumerate(dims) for q in qs}
@@ -457,10 +463,11 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
             log.info("continuing the extraction in %s: %d of %d (image, Q) descriptors "
                      "already computed", store.folder, done_before, n_img * len(qs))
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad or _warn_bad)
-    fcns = []
+    models, fcns = [], []
     for n in nets:
-        n.model.eval().to(dev)
-        fcns.append(n.model.to_fully_conv())
+        m = prec.net(n.model.eval().to(dev))  # the net itself, or its bf16/fp16 copy
+        models.append(m)
+        fcns.append(m.to_fully_conv())
     for q in qs:
         todo = [r for r in data.ok_rows if not filled[q][r]]
         if not todo:
@@ -475,10 +482,10 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
             for b in buf:
                 b.clear()
 
-        with torch.inference_mode(), amp_context(amp, dev):
+        with torch.inference_mode(), prec.autocast():
             for rows, x8 in data.batches(q, desc, rows=todo):
-                for j, (n, fcn) in enumerate(zip(nets, fcns)):
-                    d = dense_descriptor(fcn, normalise(n.model, x8), layer, flip)
+                for j, (m, fcn) in enumerate(zip(models, fcns)):
+                    d = dense_descriptor(fcn, normalise(m, x8), layer, flip)
                     d = d.cpu().numpy()
                     desc_at[(j, q)][rows] = d
                     buf[j].append(d)
@@ -505,6 +512,7 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
                        f"broken ({', '.join(n.name for n in nets)})")
     meta = {"nets": [n.name for n in nets], "configs": [n.model.config.name for n in nets],
             "layer": layer, "scales": qs, "combine": combine, "flip": flip,
+            "precision": prec.name,
             "dims": dims, "multi_label": index.multilabels is not None,
             "data": str(getattr(index, "root", "") or ""),
             "split": getattr(index, "meta", {}).get("split", ""),

@@ -54,14 +54,18 @@ class ExtractOptions:
     batch_size: int = 16
     device: str | None = None
     workers: int | None = None
-    amp: bool = False
+    precision: str = "fp32"
     progress: bool = True
     cache: Path | None = None
     restart: bool = False
 
     def extract(self, nets: Sequence[FeatureNet], index: Any, tag: str,
                 ids: Sequence[str] | None = None) -> Features:
+        from ..devices import pick_device
+        from ..precision import resolve_precision
+
         out = self.cache / f"{tag}.npz" if self.cache is not None else None
+        prec = resolve_precision(self.precision, pick_device(self.device))
         if out is not None and out.is_file() and not self.restart:
             feats = Features.load(out)
             if feats.meta.get("nets") == [n.name for n in nets] and \
@@ -69,12 +73,13 @@ class ExtractOptions:
                     len(feats) + len(feats.skipped) == len(index) and \
                     feats.meta.get("layer") == self.layer and \
                     feats.meta.get("combine") == self.combine and \
+                    feats.meta.get("precision", "fp32") == prec.name and \
                     (self.scales is None or feats.meta.get("scales") == sorted(self.scales)):
                 log.info("reusing the descriptors in %s", out)
                 return feats
         return extract_features(list(nets), index, self.scales, self.combine, self.layer,
                                 self.flip, self.batch_size, self.device, self.workers,
-                                amp=self.amp, progress=self.progress, out=out,
+                                precision=prec, progress=self.progress, out=out,
                                 restart=self.restart, ids=ids, desc=tag)
 
 
