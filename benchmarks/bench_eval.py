@@ -135,7 +135,7 @@ def main() -> int:
     from vgg.cli.evaluate import load_index
 
     net = as_net(load_checkpoint(ckpt))
-    index = load_index(str(data), None, net.model.classes)
+    index = load_index(argparse.Namespace(data=str(data), split=None), net.model.classes)
     if args.limit and args.limit < len(index):  # round-robin over classes: balanced subset
         by_class: dict[int, list[int]] = {}
         for i, (_, y) in enumerate(index.samples):

@@ -98,6 +98,7 @@ class Outcome:
     per_class: dict[str, float]
     details: list[dict[str, Any]] = field(default_factory=list)
     curves: dict[str, tuple[list[float], list[float]]] | None = None
+    precision: str = "fp32"  # of the nets that made the descriptors
 
     @property
     def value(self) -> float:
@@ -110,7 +111,8 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "nets": self.nets, "scales": self.scales,
-                "combine": self.combine, "layer": self.layer, "metric": self.metric,
+                "combine": self.combine, "layer": self.layer, "precision": self.precision,
+                "metric": self.metric,
                 "value": self.value, "std": self.std, "values": self.values,
                 "per_class": self.per_class, "splits": self.details}
 
@@ -126,15 +128,17 @@ class TransferReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def table(self) -> str:
-        """Table 11's layout: net(s), scales, combination, dataset, metric, value."""
-        head = ("features", "net(s)", "scales", "combination", "dataset", "metric", "value")
+        """Table 11's layout: net(s), scales, combination, the nets' precision, dataset,
+        metric, value."""
+        head = ("features", "net(s)", "scales", "combination", "precision", "dataset",
+                "metric", "value")
         rows = [head]
         for o in self.outcomes:
             v = "n/a" if not math.isfinite(o.value) else f"{100 * o.value:.1f}"
             if o.std is not None:
                 v += f" ± {100 * o.std:.1f}"
             rows.append((o.label, " & ".join(o.nets), ",".join(map(str, o.scales)),
-                         o.combine, self.dataset, o.metric, v))
+                         o.combine, o.precision, self.dataset, o.metric, v))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -182,7 +186,8 @@ class TransferReport:
 def _settings(feats: Features) -> dict[str, Any]:
     m = feats.meta
     return {"nets": list(m.get("nets", [])), "scales": list(m.get("scales", [])),
-            "combine": str(m.get("combine", "")), "layer": str(m.get("layer", ""))}
+            "combine": str(m.get("combine", "")), "layer": str(m.get("layer", "")),
+            "precision": str(m.get("precision") or "fp32")}  # files before it: fp32
 
 
 def _curves(scores: np.ndarray, test: Features) -> dict[str, tuple[list[float], list[float]]]:
