@@ -147,6 +147,27 @@ def test_noise_is_inconclusive_and_equal_nets_show_no_gain() -> None:
         paired_bootstrap(a, b[:-1])
 
 
+def test_two_nets_at_chance_are_inconclusive_even_when_the_interval_excludes_zero() -> None:
+    from vgg.study.results import Finding, _decide, require_learnt
+
+    rng = np.random.default_rng(2)
+    n = 2000  # 10 classes, chance 90%: 84% vs 88% error, a "significant" 4 points
+    worse = (rng.random(n) < 0.88).astype(float)
+    better = (rng.random(n) < 0.84).astype(float)
+    f = _decide(Finding("x", "table3", "claim", "paper"), worse, better)
+    assert f.verdict == HOLDS and f.errors is not None
+    f = require_learnt(f, classes=10)
+    assert f.verdict == UNSURE and "near chance" in f.note and "90.0%" in f.note
+    # one side learnt (the initialisation study's stalled net against a trained one)
+    learnt = (rng.random(n) < 0.40).astype(float)
+    g = require_learnt(_decide(Finding("y", "init", "claim", "paper"), worse, learnt), 10)
+    assert g.verdict == HOLDS and not g.note
+    # both learnt: the bootstrap decides
+    h = require_learnt(_decide(Finding("z", "table3", "claim", "paper"),
+                               (rng.random(n) < 0.5).astype(float), learnt), 10)
+    assert h.verdict == HOLDS
+
+
 # ------------------------------------------------------------------------- end to end
 
 def test_smoke_study_end_to_end_then_reused(tmp_path: Path,

@@ -311,8 +311,9 @@ def _write(out: Path, plan: StudyPlan, folders: dict[str, Path], state: dict[str
             "budget_note": state.get("budget_note", "")}
     path, found = write_report(out, plan, res, info)
     for f in found:
-        log.info("%-14s %s%s", f.id, f.verdict,
-                 f"  {f.interval.text()}" if f.interval else f"  ({f.note})")
+        log.info("%-14s %s%s%s", f.id, f.verdict,
+                 f"  {f.interval.text()}" if f.interval else "",
+                 f"  ({f.note})" if f.note else "")
     log.info("report: %s", path)
     return StudyResult(out=out, report=path, plan=plan, findings=found, timings=timings)
 

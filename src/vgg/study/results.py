@@ -88,6 +88,7 @@ class Finding:
     interval: Interval | None = None
     note: str = ""
     reason: str = ""  # why it may not hold at this scale (shown when it does not hold)
+    errors: tuple[float, float] | None = None  # top-1 error of the worse, better side
 
 
 @dataclass
@@ -196,7 +197,30 @@ def _decide(f: Finding, worse: np.ndarray | None, better: np.ndarray | None,
         f.note = "not measured: a run or evaluation it needs is missing"
         return f
     f.interval = paired_bootstrap(worse, better)
+    f.errors = (float(np.mean(worse)), float(np.mean(better)))
     f.verdict = (no_gain_verdict if no_gain else better_verdict)(f.interval)
+    return f
+
+
+# A side "has learnt" when its top-1 error is at least this far below chance.
+LEARNT_MARGIN = 0.10
+
+
+def require_learnt(f: Finding, classes: int, margin: float = LEARNT_MARGIN) -> Finding:
+    """Nothing can be read from two nets that are both still near chance: their
+    differences are noise around the plateau, and a bootstrap interval that happens to
+    exclude 0 would say "holds" or "does not hold" about nets that have not learnt. Such a
+    finding is inconclusive, with the errors in its note. (One side learnt and the other
+    at chance is a real result, e.g. the initialisation study.)"""
+    if f.errors is None or classes < 2:
+        return f
+    chance = 1.0 - 1.0 / classes
+    if min(f.errors) > chance - margin:
+        f.verdict = UNSURE
+        f.note = ((f.note + "; ") if f.note else "") + (
+            f"both sides are near chance ({100 * f.errors[0]:.1f}% and "
+            f"{100 * f.errors[1]:.1f}% top-1 error, chance {100 * chance:.1f}%): the nets "
+            f"have not learnt enough to compare")
     return f
 
 
@@ -313,7 +337,7 @@ def findings(res: StudyResults) -> list[Finding]:
                     f.note = (f.note + "; " if f.note else "") + \
                         f"diverged: {', '.join(div)} (evaluated at its last good checkpoint)"
                 out.append(f)
-    return out
+    return [require_learnt(f, sc.classes) for f in out]
 
 
 def table_rows(res: StudyResults, table: str) -> list[dict[str, Any]]:
