@@ -247,6 +247,38 @@ def test_interrupted_study_resumes_exactly(tmp_path: Path,
             assert torch.equal(wa[k], wb[k]), k  # resume replays the same steps
 
 
+def test_parallel_runs_on_two_devices_match_the_sequential_study(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--devices cpu,cpu: two worker processes train the runs (a child only after its
+    parent); the same run folders come out, every run finished, and a sequential rerun
+    reuses them all."""
+    torch.set_num_threads(1)
+    tables = ("table3", "init")
+    par = study(tmp_path / "par", only=tables, devices=("cpu", "cpu"))
+    seq = study(tmp_path / "seq", only=tables)
+    names = sorted(p.name for p in (tmp_path / "par" / "runs").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "seq" / "runs").iterdir())
+    assert len(names) == 6  # A, B; A-noBN; B-noBN from N(0,0.01), from A, Glorot
+    child = next(p for p in (tmp_path / "par" / "runs").iterdir() if "from_A" in p.name)
+    parent = next(p for p in (tmp_path / "par" / "runs").iterdir() if "A-noBN" in p.name)
+    assert (parent / "done.json").stat().st_mtime_ns < \
+        (child / "train" / "config.yaml").stat().st_mtime_ns  # parent finished first
+    for p in (tmp_path / "par" / "runs").iterdir():
+        assert json.loads((p / "done.json").read_text())["stopped"] in ("epochs", "schedule")
+    assert [f.id for f in par.findings] == [f.id for f in seq.findings]
+    assert par.report.is_file()
+
+    import vgg.train as train_mod
+
+    def no_training(*a: Any, **k: Any) -> Any:
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_mod, "train", no_training)
+    monkeypatch.setattr(train_mod, "resume", no_training)
+    again = study(tmp_path / "par", only=tables)
+    assert [f.verdict for f in again.findings] == [f.verdict for f in par.findings]
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv, msg in ((["--budget", "soon"], "--budget"), (["--only", "table9"], "table9"),
                       (["--seeds", "0"], "must be >= 1")):

@@ -21,6 +21,13 @@ def _budget(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e).replace("--budget ", "")) from None
 
 
+def _devices(text: str) -> tuple[str, ...]:
+    devs = tuple(d.strip() for d in text.split(",") if d.strip())
+    if not devs:
+        raise argparse.ArgumentTypeError(f"expected devices like cuda:0,cuda:1, got {text!r}")
+    return devs
+
+
 def _tables(text: str) -> tuple[str, ...]:
     from ..errors import ConfigError
     from ..study import parse_tables
@@ -55,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a smaller dataset and fewer epochs (see docs/study.md for its time)")
     add_device_flag(p)
+    p.add_argument("--devices", type=_devices, default=None, metavar="LIST",
+                   help="train several runs at once, one per device: cuda:0,cuda:1 (the "
+                        "default when --device auto finds several GPUs), or cpu,cpu to "
+                        "split a CPU's cores between two runs")
     p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="train every net with N seeds (1..20; default 1); verdicts average "
                         "each image's error over them")
@@ -79,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         out=args.out, data=args.data, budget=args.budget, quick=args.quick,
         device=args.device, seeds=args.seeds, only=args.only or TABLES,
         report_only=args.report, workers=args.workers, progress=args.progress,
+        devices=args.devices,
         command="vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if sys.argv[1:2] == ["study"] else "vgg study"))
     return 0

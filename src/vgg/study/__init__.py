@@ -59,6 +59,7 @@ class StudyConfig:
     progress: bool = True
     command: str = "vgg study"
     scale: StudyScale | None = None  # explicit sizes (library use, tests); None = make_scale
+    devices: tuple[str, ...] | None = None  # several runs at once, one per device
 
 
 @dataclass
@@ -195,6 +196,8 @@ def _check(cfg: StudyConfig) -> None:
     bad = [t for t in cfg.only if t not in TABLES]
     if bad or not cfg.only:
         raise ConfigError(f"--only: unknown table(s) {bad}; choose from {', '.join(TABLES)}")
+    if cfg.devices is not None and not 1 <= len(cfg.devices) <= 64:
+        raise ConfigError(f"--devices takes 1 to 64 devices, got {len(cfg.devices)}")
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise ConfigError(f"--data: no dataset folder {cfg.data}")
     out = Path(cfg.out)
@@ -251,7 +254,12 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     t0 = time.perf_counter()
     log.info("study: %d runs, %d evaluations (%s; %d seed(s)) in %s", len(plan.runs),
              len(plan.evals), ", ".join(cfg.only), cfg.seeds, out)
-    for i, spec in enumerate(plan.runs, 1):
+    devices = _run_devices(cfg, device)
+    if len(devices) > 1:
+        from .parallel import train_parallel
+
+        train_parallel(ctx, plan, keys, folders, devices)
+    for i, spec in enumerate(plan.runs, 1):  # (after a parallel pass: every run reused)
         parent_ckpt = None
         if spec.parent is not None:
             parent_ckpt = checkpoint_of(folders[spec.parent])
@@ -259,6 +267,8 @@ def run_study(cfg: StudyConfig) -> StudyResult:
                 log.warning("skipping %s: its parent %s left no checkpoint", spec.name,
                             spec.parent)
                 continue
+        if len(devices) > 1 and read_done(folders[spec.name]) is not None:
+            continue
         log.info("[run %d/%d] %s", i, len(plan.runs), spec.name)
         ensure_run(ctx, plan, spec, keys[spec.name], parent_ckpt)
     timings["training"] = time.perf_counter() - t0
@@ -273,6 +283,20 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     state["timings"] = {k: state["timings"].get(k, 0.0) + v for k, v in timings.items()}
     _save_state(out, state)
     return _write(out, plan, folders, state, timings)
+
+
+def _run_devices(cfg: StudyConfig, device: torch.device) -> list[torch.device]:
+    """The devices runs are trained on at once: ``cfg.devices`` (e.g. cuda:0,cuda:1, or
+    cpu,cpu to split a CPU's cores), else every CUDA device when ``--device auto`` finds
+    more than one, else ``device`` alone."""
+    from ..devices import pick_device
+
+    if cfg.devices:
+        return [pick_device(d) for d in cfg.devices]
+    if cfg.device in (None, "auto") and device.type == "cuda" and \
+            torch.cuda.device_count() > 1:
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [device]
 
 
 def _dataset(cfg: StudyConfig, out: Path, scale: StudyScale) -> tuple[Path, str]:
