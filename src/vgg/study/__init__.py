@@ -217,6 +217,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     if cfg.report_only:
         return _report_only(cfg, out, saved)
     device = pick_device(cfg.device)
+    devices = _run_devices(cfg, device)  # a bad --devices fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     request = _request(cfg, device)
@@ -254,7 +255,6 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     t0 = time.perf_counter()
     log.info("study: %d runs, %d evaluations (%s; %d seed(s)) in %s", len(plan.runs),
              len(plan.evals), ", ".join(cfg.only), cfg.seeds, out)
-    devices = _run_devices(cfg, device)
     if len(devices) > 1:
         from .parallel import train_parallel
 
@@ -292,7 +292,10 @@ def _run_devices(cfg: StudyConfig, device: torch.device) -> list[torch.device]:
     from ..devices import pick_device
 
     if cfg.devices:
-        return [pick_device(d) for d in cfg.devices]
+        try:
+            return [pick_device(d) for d in cfg.devices]
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("--device ", "--devices: ", 1)) from None
     if cfg.device in (None, "auto") and device.type == "cuda" and \
             torch.cuda.device_count() > 1:
         return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
