@@ -297,6 +297,13 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "is a file" in capsys.readouterr().err
     assert main(["study", "--out", str(tmp_path / "s"), "--seeds", "21"]) == 2
     assert "--seeds" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # a device that is not there: nothing written
+        assert main(["study", "--out", str(tmp_path / "gpu"), "--devices", "cuda:0,cuda:1"]) == 2
+        assert "--devices: cuda:0" in capsys.readouterr().err
+        assert not (tmp_path / "gpu").exists()
+    with pytest.raises(SystemExit):
+        main(["study", "--out", str(tmp_path / "s"), "--devices", ","])
+    assert "expected devices" in capsys.readouterr().err
 
 
 def test_budget_scales_the_epochs() -> None:
