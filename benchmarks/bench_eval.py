@@ -183,8 +183,7 @@ def main() -> int:
                f"150 crops and ran {mc['secs'] / ref['secs']:.1f}x faster.")
     machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}, device {args.device or ('cuda' if torch.cuda.is_available() else 'cpu')}")
-    cmd = "python benchmarks/bench_eval.py" + " ".join(
-        [""] + [a for a in sys.argv[1:] if a != "--record"])
+    cmd = command()
     text = "\n".join([
         f"Command: `{cmd}` ({machine}; setup {t_setup:.0f} s).",
         "",
@@ -243,8 +242,7 @@ def compare_precisions(args: argparse.Namespace) -> int:
                         f"{diff:.1e} | {100 * agree:.0f}% |")
     machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}, native bf16: {'yes' if cpu_native_bf16() else 'no'}")
-    cmd = "python benchmarks/bench_eval.py" + " ".join(
-        [""] + [a for a in sys.argv[1:] if a != "--record"])
+    cmd = command()
     text = "\n".join([
         f"Command: `{cmd}` ({machine}).",
         "",
@@ -260,21 +258,29 @@ def compare_precisions(args: argparse.Namespace) -> int:
     ])
     print(text)
     if args.record:
-        record(text, "eval-precision", "Test protocols per precision")
+        record(text, "eval-precision", "## Test protocols per precision")
     tmp.cleanup()
     return 0
 
 
-def record(text: str, key: str = "eval", title: str = "Test protocols") -> None:
-    path = REPO / "docs" / "benchmarks.md"
+def record(text: str, key: str = "eval", title: str = "## Test protocols",
+           path: Path = REPO / "docs" / "benchmarks.md") -> None:
+    """Replace the ``<!-- KEY:begin -->`` .. ``<!-- KEY:end -->`` section of ``path`` with
+    ``text``, or append it under the heading ``title``."""
     begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
     if begin in doc and end in doc:
         head, rest = doc.split(begin, 1)
         doc = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
     else:
-        doc = doc.rstrip() + f"\n\n## {title}\n\n{begin}\n{text}\n{end}\n"
+        doc = doc.rstrip() + f"\n\n{title}\n\n{begin}\n{text}\n{end}\n"
     path.write_text(doc)
+
+
+def command() -> str:
+    """This run's command line, without --record."""
+    return "python benchmarks/bench_eval.py" + " ".join(
+        [""] + [a for a in sys.argv[1:] if a != "--record"])
 
 
 if __name__ == "__main__":

@@ -114,16 +114,12 @@ def main() -> int:
 
 
 def record(text: str, name: str) -> None:
-    path = REPO / "docs" / "precision.md"
+    """The table into docs/precision.md under ``### name`` (bench_eval's section writer)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_eval import record as write_section
+
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    begin, end = f"<!-- accuracy-{slug}:begin -->", f"<!-- accuracy-{slug}:end -->"
-    doc = path.read_text() if path.exists() else "# Inference precision\n"
-    if begin in doc and end in doc:
-        head, rest = doc.split(begin, 1)
-        doc = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
-    else:
-        doc = doc.rstrip() + f"\n\n### {name}\n\n{begin}\n{text}\n{end}\n"
-    path.write_text(doc)
+    write_section(text, f"accuracy-{slug}", f"### {name}", REPO / "docs" / "precision.md")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
 
 def remove_orphan_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` leaves when the process is
-    killed mid-write (``.NAME.XXXX.tmp``); returns what was removed. Only call this while
+    killed mid-write (``.NAME.<random>.tmp``); returns what was removed. Only call this while
     holding the folder (no other writer)."""
     removed = []
     for p in Path(folder).glob(".*.tmp"):
