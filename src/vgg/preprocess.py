@@ -1,20 +1,27 @@
 """Input normalisation stored with every model, so a user always feeds RGB in 0..255.
 
 The paper subtracts the training set's mean RGB (Sect. 2.1) and nothing else; torchvision's
-published weights use mean/std on [0, 1] inputs; the original Caffe/Keras ports expect BGR
-channel order, 0..255 range and the mean [103.939, 116.779, 123.68] (BGR) subtracted. All
-three are one affine map per channel after an optional channel swap, held here in 0..255
-units.
+published weights (and timm's, which are the same) take ``Normalize(mean=(0.485, 0.456,
+0.406), std=(0.229, 0.224, 0.225))`` on [0, 1] inputs; the original Caffe/Keras ports expect
+BGR channel order, 0..255 range and the mean [103.939, 116.779, 123.68] (BGR) subtracted.
+All three are one affine map per channel after an optional channel swap, held here in
+0..255 units. The two ImageNet means differ (the Caffe mean in RGB is 123.68, 116.779,
+103.939; torchvision's is 255 x (0.485, 0.456, 0.406) = 123.675, 116.28, 103.53): each
+set of weights gets its own.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from .errors import InputRangeError
+
+log = logging.getLogger(__name__)
 
 # Values a 0..255 image can hold after resampling: bicubic / Lanczos interpolation of a
 # uint8 image overshoots a little at sharp edges (a few tens of levels at most).
@@ -24,9 +31,14 @@ RANGE_MARGIN = 64.0
 # (ImageNet mean/std puts 0..1 pixels in [-2.12, 2.64]).
 SMALL_RANGE = 3.0
 
-# ImageNet mean RGB in 0..255 (the value the paper's recipe computes on ILSVRC-2012 train).
+# ImageNet mean RGB in 0..255 (the value the paper's recipe computes on ILSVRC-2012 train,
+# and the one the authors' Caffe models subtract, there in BGR order).
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)  # torchvision's (0.229, 0.224, 0.225) * 255
+# torchvision's (and timm's IMAGENET_DEFAULT_MEAN/STD) normalisation, Normalize(mean=(0.485,
+# 0.456, 0.406), std=(0.229, 0.224, 0.225)) on [0, 1], in 0..255 units: 255 x each value.
+TORCHVISION_MEAN_RGB = (123.675, 116.28, 103.53)
+TORCHVISION_STD_RGB = (58.395, 57.12, 57.375)
+IMAGENET_STD_RGB = TORCHVISION_STD_RGB  # the name this module used before
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,9 @@ class Preprocess:
 
     @classmethod
     def torchvision(cls) -> Preprocess:
-        """torchvision's published weights: ImageNet mean/std on [0, 1] inputs."""
-        return cls(mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB, channel_order="RGB")
+        """torchvision's and timm's published weights: ``Normalize(mean=(0.485, 0.456,
+        0.406), std=(0.229, 0.224, 0.225))`` on [0, 1] inputs (not the Caffe mean)."""
+        return cls(mean=TORCHVISION_MEAN_RGB, std=TORCHVISION_STD_RGB, channel_order="RGB")
 
     @classmethod
     def caffe(cls) -> Preprocess:
@@ -69,7 +82,16 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        return cls(mean=tuple(d["mean"]), std=tuple(d["std"]), channel_order=d["channel_order"])
+        """The preprocessing a checkpoint stores. One stored value is corrected: the Caffe
+        mean with torchvision's std, which vgg wrote for torchvision/timm weights converted
+        before it used torchvision's own mean (no recipe of vgg's gives that pair, and the
+        weights were trained with torchvision's mean); it loads as :meth:`torchvision`,
+        said once per process in the log. Build a ``Preprocess`` by hand to keep it."""
+        p = cls(mean=tuple(d["mean"]), std=tuple(d["std"]), channel_order=d["channel_order"])
+        if p == _OLD_TORCHVISION:
+            _say_mean_corrected()
+            return cls.torchvision()
+        return p
 
     def mean_rgb(self) -> tuple[float, float, float]:
         """The mean in RGB order (for colour statistics and reports)."""
@@ -91,6 +113,16 @@ class Preprocess:
         return ((x - mean) * inv_std).to(dtype)
 
 
+# What vgg stored for torchvision/timm weights before it used torchvision's own mean.
+_OLD_TORCHVISION = Preprocess(mean=IMAGENET_MEAN_RGB, std=TORCHVISION_STD_RGB)
+
+
+@functools.cache
+def _say_mean_corrected() -> None:
+    log.warning("this checkpoint stores the Caffe mean RGB %s with torchvision's std, as vgg "
+                "wrote for torchvision/timm weights before; using torchvision's mean %s, "
+                "the one those weights were trained with (saving the model again stores "
+                "it)", IMAGENET_MEAN_RGB, TORCHVISION_MEAN_RGB)
 
 
 def check_input_range(x: torch.Tensor, what: str = "the net") -> None:
