@@ -40,7 +40,8 @@ from ..checkpoint import Checkpoint, load_checkpoint, require_head
 from ..devices import pick_device
 from ..errors import ConfigError, DataError
 from ..eval.evaluate import (EvalNet, RescaledImages, as_net, check_scales,
-                             default_scales, evaluate, image_ids, normalise)
+                             default_scales, evaluate, image_ids, normalise, scale_label,
+                             train_scale_of)
 from ..eval.metrics import top_classes
 from ..eval.multicrop import center_crop
 from ..model import VGG
@@ -80,8 +81,7 @@ class LocNet:
         return self.model.config.head.upper()
 
     def scale_label(self) -> str:
-        ts = self.train_scale or [round(self.crop * 256 / 224)] * 2
-        return str(ts[0]) if ts[0] == ts[1] else f"[{ts[0]};{ts[1]}]"
+        return scale_label(self.train_scale, self.crop)
 
     def default_q(self) -> int:
         """Q = S (the middle of the range for a jittered net)."""
@@ -97,11 +97,10 @@ def as_loc_net(obj: LocNet | VGG | Checkpoint | str | os.PathLike[str],
         obj = load_checkpoint(obj)
     if isinstance(obj, Checkpoint):
         require_head(obj, classifier=False, command="evaluate")
-        ts = obj.meta.get("train_scale")
         mb = obj.meta.get("mean_box") or (0.5, 0.5)
         return LocNet(obj.build_model(), str(obj.path or f"loc{index}"),
-                      [int(v) for v in ts] * (2 if len(ts) == 1 else 1) if ts else None,
-                      str(obj.meta.get("tune", "?")), (float(mb[0]), float(mb[1])))
+                      train_scale_of(obj.meta), str(obj.meta.get("tune", "?")),
+                      (float(mb[0]), float(mb[1])))
     if isinstance(obj, VGG):
         if obj.config.is_classifier:
             raise ConfigError(f"net{index} is a classification net, not a localisation net")
