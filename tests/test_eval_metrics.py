@@ -23,6 +23,21 @@ def test_ties_go_to_lower_index() -> None:
     assert metrics.top1_error(p, np.array([0, 1])) == pytest.approx(0.5)
 
 
+def test_per_image_wrong_and_top_classes_agree() -> None:
+    assert metrics.topk_wrong(P, Y, 1).tolist() == [False, True, True, False]
+    assert metrics.topk_wrong(P, Y, 2).tolist() == [False, False, True, False]
+    top = metrics.top_classes(P, 2)
+    assert top.tolist() == [[0, 1], [0, 1], [0, 1], [2, 0]]
+    assert metrics.top_classes(P, 5).shape == (4, 3)  # k capped at K
+    # the ranking topk_wrong counts is top_classes' order, ties included
+    tied = np.array([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4]])
+    for k in (1, 2, 3):
+        for y in range(3):
+            labels = np.full(2, y)
+            in_top = (metrics.top_classes(tied, k) == y).any(1)
+            assert (metrics.topk_wrong(tied, labels, k) == ~in_top).all()
+
+
 def test_per_class_and_confusion() -> None:
     pc = metrics.per_class_accuracy(P, Y, CL)
     assert pc == {"a": {"n": 1, "top1_acc": 1.0}, "b": {"n": 1, "top1_acc": 0.0},

@@ -19,8 +19,10 @@ from vgg.data.transforms import TrainTransform
 from vgg.errors import CheckpointError, ConfigError, DataError
 from vgg.localize.boxes import cxcywh_to_xyxy
 from vgg.localize.data import LocTrainTransform, box_index, choose_target, map_to_classes
-from vgg.localize.evaluate import (LocResult, correct_at, full_protocol, fuse_saved,
-                                   load_saved, simple_protocol, window_grid)
+from vgg.localize.evaluate import full_protocol, simple_protocol, window_grid
+from vgg.localize.fusion import fuse_saved
+from vgg.localize.result import LocResult, load_saved
+from vgg.localize.scoring import correct_at
 from vgg.localize.task import box_loss
 
 CLASSES = ["bar", "dot"]

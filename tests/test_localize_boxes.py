@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vgg.localize import (box_area, box_iou, clip_boxes, cxcywh_to_xyxy, decode, encode,
-                          hflip_boxes, intersection_area, scale_boxes, shift_boxes,
+from vgg.localize import (box_area, box_iou, class_params, clip_boxes, cxcywh_to_xyxy, decode,
+                          encode, hflip_boxes, intersection_area, scale_boxes, shift_boxes,
                           visible_fraction, xyxy_to_cxcywh)
 
 
@@ -125,3 +125,18 @@ def test_visible_fraction_and_intersection() -> None:
     torch.testing.assert_close(intersection_area(b, window), t(100, 50, 0, 0, 100))
     torch.testing.assert_close(visible_fraction(b, window), t(1.0, 0.5, 0.0, 0.0, 1 / 9))
     assert visible_fraction(torch.zeros(0, 4), window).shape == (0,)
+
+
+def test_class_params_pcr_layout_and_scr() -> None:
+    """PCR: outputs 4c..4c+3 are class c's box, for the FC net's (N, 4K) outputs and the
+    dense (N, 4K, h, w) map alike; SCR: the only 4, whatever the class."""
+    out = torch.arange(2 * 12, dtype=torch.float32).reshape(2, 12)   # K = 3 classes
+    got = class_params(out, "pcr", torch.tensor([2, 0]))
+    torch.testing.assert_close(got, t([8, 9, 10, 11], [12, 13, 14, 15]))
+    dense = torch.randn(2, 12, 3, 5)
+    got = class_params(dense, "pcr", torch.tensor([1, 1]))
+    assert got.shape == (2, 4, 3, 5)
+    torch.testing.assert_close(got, dense[:, 4:8])
+    torch.testing.assert_close(class_params(dense[:, :4], "scr"), dense[:, :4])
+    with pytest.raises(ValueError, match="class of each row"):
+        class_params(out, "pcr")

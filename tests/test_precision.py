@@ -218,7 +218,8 @@ def test_features_in_bf16_are_close_and_part_of_the_resume_key(data: Path,
 def test_localisation_records_precision(tmp_path: Path) -> None:
     from test_localize import CLASSES as LOC_CLASSES, make_boxes_dataset, tiny_cls, tiny_loc
     from vgg.localize.data import box_index
-    from vgg.localize.evaluate import full_protocol, load_saved, simple_protocol
+    from vgg.localize.evaluate import full_protocol, simple_protocol
+    from vgg.localize.result import load_saved
 
     root = make_boxes_dataset(tmp_path / "boxes", n=2)
     index, _ = box_index(root, "val", LOC_CLASSES)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -110,6 +111,36 @@ def test_bad_images_are_named_left_out_and_counted(tmp_path: Path,
     f = F.extract_features(tiny_net(), index, [32], workers=0, progress=False)
     assert len(f) == 6 and list(f.skipped) == ["cat/broken.jpg"]
     assert "broken.jpg" in caplog.text
+
+
+def test_options_carry_the_same_settings_as_the_arguments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """extract_with(ExtractOptions) is extract_features with the same settings; the
+    protocols' cache reuses a file made with them and re-extracts for other settings."""
+    make_images(tmp_path / "d", sizes=[(40, 40), (48, 40)])
+    index = index_folder(tmp_path / "d")
+    net = F.as_feature_net(tiny_net())
+    ref = F.extract_features(net, index, [32, 40], "stack", "relu6", False, workers=0,
+                             progress=False)
+    opts = F.ExtractOptions(scales=[40, 32], combine="stack", layer="relu6", flip=False,
+                            workers=0, progress=False, cache=tmp_path / "cache")
+    got = F.extract_with(net, index, opts)
+    np.testing.assert_array_equal(got.X, ref.X)
+    assert got.meta == ref.meta and got.meta["scales"] == [32, 40]
+    first = opts.extract([net], index, "t")
+    assert (tmp_path / "cache" / "t.npz").is_file()
+    np.testing.assert_array_equal(first.X, ref.X)
+    real = F.extract_with
+    calls: list[str] = []
+    monkeypatch.setattr(F, "extract_with", lambda *a, **k: calls.append("run") or real(*a, **k))
+    again = opts.extract([net], index, "t")  # read back, not recomputed
+    np.testing.assert_array_equal(again.X, ref.X)
+    assert calls == []
+    other = dataclasses.replace(opts, combine="average").extract([net], index, "t")
+    assert calls == ["run"] and other.meta["combine"] == "average"
+    assert other.dim == ref.dim // 2
+    with pytest.raises(ConfigError, match="combine"):
+        F.extract_with(net, index, dataclasses.replace(opts, combine="max"))
 
 
 def test_extraction_continues_after_an_interruption(tmp_path: Path,

@@ -131,8 +131,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..eval import parse_scales
     from ..localize.data import box_index
-    from ..localize.evaluate import (as_loc_net, full_protocol, fuse_results,
-                                     simple_protocol)
+    from ..localize.evaluate import as_loc_net, full_protocol, simple_protocol
+    from ..localize.fusion import fuse_results
     from ..localize.merge import DEFAULT_MERGE_THRESHOLD
     from ..report import loc_table
     from .evaluate import _write_json
@@ -232,7 +232,8 @@ def _register_fuse(sub: argparse._SubParsersAction) -> None:
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    from ..localize.evaluate import fuse_results, load_saved
+    from ..localize.fusion import fuse_results
+    from ..localize.result import load_saved
     from ..report import loc_table
     from .evaluate import _write_json
 

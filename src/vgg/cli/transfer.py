@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import (add_inference_flags, add_progress_flag, check_outputs, nonneg_int,
                positive_int)
+
+if TYPE_CHECKING:
+    from ..transfer.features import ExtractOptions
 
 LAYER_HELP = ("the map to pool: relu7 (default; the penultimate layer, FC7 after its ReLU, "
               "4096-D at full size), relu6, fc7, or a conv layer such as relu5_3")
@@ -181,8 +185,19 @@ def _voc_year(data: Path) -> Path:
     return data
 
 
+def _extract_options(args: argparse.Namespace, combine: str,
+                     cache: Path | None = None) -> ExtractOptions:
+    """The extraction settings of :func:`_add_extract_flags`' flags."""
+    from ..transfer.features import ExtractOptions
+
+    return ExtractOptions(scales=_scales(args.scales), combine=combine, layer=args.layer,
+                          flip=args.flip, batch_size=args.batch, device=args.device,
+                          workers=args.workers, precision=args.precision,
+                          progress=args.progress, cache=cache, restart=args.restart)
+
+
 def run_features(args: argparse.Namespace) -> int:
-    from ..transfer.features import as_feature_net, extract_features
+    from ..transfer.features import as_feature_net, extract_with
     from ..transfer.protocols import box_index
 
     check_outputs((args.out, "--out"))
@@ -191,11 +206,8 @@ def run_features(args: argparse.Namespace) -> int:
     ids = None
     if args.boxes:
         index, ids, _ = box_index(index)
-    feats = extract_features(nets, index, _scales(args.scales), args.combine, args.layer,
-                             args.flip, args.batch, args.device, args.workers,
-                             precision=args.precision,
-                             progress=args.progress, out=args.out, restart=args.restart,
-                             ids=ids, desc="boxes" if args.boxes else "features")
+    feats = extract_with(nets, index, _extract_options(args, args.combine), out=args.out,
+                         ids=ids, desc="boxes" if args.boxes else "features")
     skipped = f", {len(feats.skipped)} unreadable left out" if feats.skipped else ""
     print(f"{len(feats)} descriptors of {feats.dim} dimensions ({args.layer}, Q "
           f"{','.join(map(str, feats.meta['scales']))}, {args.combine}, "
@@ -235,14 +247,10 @@ def run_transfer(args: argparse.Namespace) -> int:
         if protocol in ("caltech", "classes") and (data / "ImageSets" / "Main").is_dir():
             raise ConfigError(f"{data} is a VOC year folder: use --protocol voc (or boxes)")
         nets = [as_feature_net(c, i) for i, c in enumerate(args.sources)]
-        opts = P.ExtractOptions(
-            scales=_scales(args.scales),
-            combine=args.combine or ("stack" if protocol in ("caltech", "classes")
-                                     else "average"),
-            layer=args.layer, flip=args.flip, batch_size=args.batch, device=args.device,
-            workers=args.workers, precision=args.precision, progress=args.progress,
-            cache=Path(args.features_dir) if args.features_dir else None,
-            restart=args.restart)
+        opts = _extract_options(
+            args, args.combine or ("stack" if protocol in ("caltech", "classes")
+                                   else "average"),
+            cache=Path(args.features_dir) if args.features_dir else None)
         common = {"baseline": args.baseline, "seed": args.seed, "C_grid": grid,
                   "jobs": args.jobs}
         if protocol == "voc":

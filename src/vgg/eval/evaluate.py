@@ -123,11 +123,18 @@ class EvalNet:
 
     @property
     def train_scale_label(self) -> str:
-        ts = self.train_scale or [crop_train_scale(self.crop)] * 2
-        return str(ts[0]) if ts[0] == ts[1] else f"[{ts[0]};{ts[1]}]"
+        return scale_label(self.train_scale, self.crop)
 
 
-def _train_scale(meta: dict[str, Any]) -> list[int] | None:
+def scale_label(train_scale: Sequence[int] | None, crop: int) -> str:
+    """A net's training scale as the paper's tables write it: "256" (fixed S) or
+    "[256;512]" (jittered); unknown: :func:`crop_train_scale`."""
+    ts = train_scale or [crop_train_scale(crop)] * 2
+    return str(ts[0]) if ts[0] == ts[1] else f"[{ts[0]};{ts[1]}]"
+
+
+def train_scale_of(meta: dict[str, Any]) -> list[int] | None:
+    """A checkpoint's ``train_scale`` as [s_min, s_max] (None when it does not say)."""
     ts = meta.get("train_scale")
     if ts is None:
         return None
@@ -147,7 +154,7 @@ def as_net(obj: VGG | Checkpoint | EvalNet | str | os.PathLike[str],
     if isinstance(obj, Checkpoint):
         require_head(obj, classifier=True, command="evaluate")
         net = EvalNet(obj.build_model(), str(obj.path or f"net{index}"),
-                      _train_scale(obj.meta))
+                      train_scale_of(obj.meta))
     elif isinstance(obj, VGG):
         net = EvalNet(obj, f"net{index} ({obj.config.name})")
     else:
@@ -156,7 +163,7 @@ def as_net(obj: VGG | Checkpoint | EvalNet | str | os.PathLike[str],
         raise ConfigError(f"{net.name} is a localisation net ({net.model.config.head.upper()} "
                           f"head); use vgg.localize to evaluate it")
     if train_scale is not None:
-        net.train_scale = _train_scale({"train_scale": list(train_scale)})
+        net.train_scale = train_scale_of({"train_scale": list(train_scale)})
     return net
 
 

@@ -25,22 +25,33 @@ def _check(posteriors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     return p, y
 
 
-def topk_error(posteriors: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of images whose true class is not among the ``k`` highest scores
-    (``k`` is capped at the number of classes). Ties are broken towards the lower class
-    index, as ``argsort`` does. An image whose scores hold a NaN or an infinity counts as
-    wrong (a broken net must never look good). NaN for zero images."""
+def topk_wrong(posteriors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the image's true class is not among its ``k`` highest scores (``k`` is
+    capped at the number of classes). Ties are broken towards the lower class index, as
+    :func:`top_classes` orders them. An image whose scores hold a NaN or an infinity is
+    wrong (a broken net must never look good)."""
     p, y = _check(posteriors, labels)
-    if p.shape[0] == 0:
-        return float("nan")
     k = min(k, p.shape[1])
     # rank of the true class = number of classes scored strictly higher, plus the tied
     # ones with a lower index (stable order)
     true = p[np.arange(len(y)), y][:, None]
     idx = np.arange(p.shape[1])[None, :]
     rank = (p > true).sum(1) + ((p == true) & (idx < y[:, None])).sum(1)
-    wrong = (rank >= k) | ~np.isfinite(p).all(1)
-    return float(np.mean(wrong))
+    return (rank >= k) | ~np.isfinite(p).all(1)
+
+
+def topk_error(posteriors: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of images whose true class is not among the ``k`` highest scores
+    (:func:`topk_wrong`). NaN for zero images."""
+    wrong = topk_wrong(posteriors, labels, k)
+    return float(np.mean(wrong)) if len(wrong) else float("nan")
+
+
+def top_classes(posteriors: np.ndarray, k: int) -> np.ndarray:
+    """(N, min(k, K)) int64: each image's ``k`` best-scored classes, best first; ties in
+    the order of the class index (the order :func:`topk_wrong` ranks by)."""
+    p = np.asarray(posteriors)
+    return np.argsort(-p, axis=1, kind="stable")[:, :min(k, p.shape[1])]
 
 
 def top1_error(posteriors: np.ndarray, labels: np.ndarray) -> float:

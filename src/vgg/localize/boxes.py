@@ -12,6 +12,9 @@ The regressor of Appendix A predicts ``(centre x, centre y, width, height)``; ``
 ``decode`` convert between image-pixel boxes and those parameters relative to a square
 window ``(x0, y0, side)`` (the receptive field of one dense-evaluation position, or the
 crop of the simple protocol).
+
+The box head's outputs (``class_params``): an SCR net has 4, the box of every class; a PCR
+net has 4 per class, outputs ``4 c .. 4 c + 3`` being class ``c``'s box.
 """
 
 from __future__ import annotations
@@ -122,3 +125,16 @@ def visible_fraction(b: Tensor, window: Tensor) -> Tensor:
     the window, e.g. how much of an object a crop keeps; 0 for zero-area boxes."""
     area = box_area(b)
     return intersection_area(b, window) / area.clamp(min=torch.finfo(area.dtype).tiny)
+
+
+def class_params(out: Tensor, head: str, classes: Tensor | None = None) -> Tensor:
+    """(N, 4 or 4K, ...) box-head outputs (the FC net's, or the dense map's) -> (N, 4, ...)
+    the box parameters of each row's class: PCR, outputs ``4 c .. 4 c + 3`` of the class
+    ``c = classes[n]`` ((N,) int64); SCR, the only 4 (``classes`` unused)."""
+    if head == "scr":
+        return out[:, :4]
+    if classes is None:
+        raise ValueError("a PCR head needs the class of each row")
+    idx = (4 * classes)[:, None] + torch.arange(4, device=out.device)[None]   # (N, 4)
+    idx = idx.reshape(idx.shape + (1,) * (out.dim() - 2)).expand(-1, -1, *out.shape[2:])
+    return out.gather(1, idx)

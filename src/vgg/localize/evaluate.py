@@ -1,4 +1,4 @@
-"""Localisation testing (Appendix A.1-A.2) and the ILSVRC localisation error.
+"""Localisation testing (Appendix A.1-A.2): the simple and full protocols.
 
 ``simple_protocol``: the central crop of the image rescaled to Q = S; the box predicted
 for the ground-truth class (PCR) or the one box (SCR); correct when its IoU with a
@@ -18,43 +18,44 @@ holds, and the best-scored merged box is the class's box. Five (class, box) gues
 the order of the classification posterior: an image is correct at top-k when one of the
 first k guesses has a ground-truth class and IoU > 0.5 with a box of that class.
 
-Every result also scores two baselines on the same images with the same classes: the
-whole image as the box, and the mean training box (as fractions of the image size, stored
-in the localisation checkpoint) placed at the centre. Per-image boxes are saved (npz) so
-that fusion and re-scoring (``fuse_saved``) never rerun a net.
+Every result (:class:`.result.LocResult`) also scores two baselines on the same images
+with the same classes (:mod:`.scoring`): the whole image as the box, and the mean training
+box (as fractions of the image size, stored in the localisation checkpoint) placed at the
+centre. Per-image boxes are saved (npz) so that fusion and re-scoring (:mod:`.fusion`)
+never rerun a net.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, require_head
+from ..checkpoint import Checkpoint, load_checkpoint, require_head
 from ..devices import pick_device
-from ..errors import ConfigError, DataError, VggError
+from ..errors import ConfigError, DataError
 from ..eval.evaluate import (EvalNet, RescaledImages, as_net, check_scales,
-                             default_scales, evaluate, image_ids, normalise)
+                             default_scales, evaluate, image_ids, normalise, scale_label,
+                             train_scale_of)
+from ..eval.metrics import top_classes
 from ..eval.multicrop import center_crop
 from ..model import VGG
 from ..precision import resolve_precision
 from ..settings import MAX_BATCH, check_float, check_int, check_workers
-from .boxes import box_iou, decode, hflip_boxes, scale_boxes
+from .boxes import class_params, decode, hflip_boxes, scale_boxes
 from .data import boxes_tensor
-from .merge import DEFAULT_MERGE_THRESHOLD, greedy_merge
+from .fusion import merge_guesses
+from .merge import DEFAULT_MERGE_THRESHOLD
+from .result import LocResult
+from .scoring import TOP_K
 
 log = logging.getLogger(__name__)
 
-IOU_CORRECT = 0.5  # ILSVRC: a box is right when IoU > 0.5 with a ground-truth box
-TOP_K = 5
 PROTOCOLS = ("simple", "full")
 STRIDE = 32  # five 2x2 pools: the dense net's positions are 32 pixels apart
 
@@ -80,8 +81,7 @@ class LocNet:
         return self.model.config.head.upper()
 
     def scale_label(self) -> str:
-        ts = self.train_scale or [round(self.crop * 256 / 224)] * 2
-        return str(ts[0]) if ts[0] == ts[1] else f"[{ts[0]};{ts[1]}]"
+        return scale_label(self.train_scale, self.crop)
 
     def default_q(self) -> int:
         """Q = S (the middle of the range for a jittered net)."""
@@ -97,227 +97,15 @@ def as_loc_net(obj: LocNet | VGG | Checkpoint | str | os.PathLike[str],
         obj = load_checkpoint(obj)
     if isinstance(obj, Checkpoint):
         require_head(obj, classifier=False, command="evaluate")
-        ts = obj.meta.get("train_scale")
         mb = obj.meta.get("mean_box") or (0.5, 0.5)
         return LocNet(obj.build_model(), str(obj.path or f"loc{index}"),
-                      [int(v) for v in ts] * (2 if len(ts) == 1 else 1) if ts else None,
-                      str(obj.meta.get("tune", "?")), (float(mb[0]), float(mb[1])))
+                      train_scale_of(obj.meta), str(obj.meta.get("tune", "?")),
+                      (float(mb[0]), float(mb[1])))
     if isinstance(obj, VGG):
         if obj.config.is_classifier:
             raise ConfigError(f"net{index} is a classification net, not a localisation net")
         return LocNet(obj, f"loc{index} ({obj.config.name}-{obj.config.head.upper()})")
     raise TypeError(f"cannot evaluate a {type(obj).__name__}")
-
-
-# ---------------------------------------------------------------------------- results
-
-@dataclass
-class LocResult:
-    """Per-image guesses and ground truth of one localisation evaluation, with the
-    errors of the nets and of the two baselines.
-
-    ``guesses[i]``: [(class, score, (x0, y0, x1, y1))], best first (one for the simple
-    protocol); ``gt[i]``: [(class, (x0, y0, x1, y1))]; ``sizes[i]`` = (width, height).
-    ``raw``: the unmerged boxes (image, class, xyxy, score) for fusion and re-scoring.
-    """
-
-    protocol: str
-    nets: list[str]
-    configs: list[str]
-    heads: list[str]
-    tuned: list[str]
-    train_scales: list[str]
-    scales: list[list[int]]
-    classes: list[str]
-    image_ids: list[str]
-    labels: np.ndarray
-    sizes: np.ndarray
-    gt: list[list[tuple[int, tuple[float, float, float, float]]]]
-    guesses: list[list[tuple[int, float, tuple[float, float, float, float]]]]
-    mean_box: tuple[float, float]
-    raw: dict[str, np.ndarray] = field(default_factory=dict)
-    posteriors: np.ndarray | None = None
-    classifier: str | None = None
-    threshold: float | None = None
-    skipped: list[str] = field(default_factory=list)
-    precision: str = "fp32"  # of the networks (vgg.precision)
-    errors: dict[str, float] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.errors = self._score()
-
-    @property
-    def n_images(self) -> int:
-        return len(self.image_ids)
-
-    def _baseline(self, kind: str) -> list[list[tuple[int, float, tuple[float, ...]]]]:
-        out = []
-        mw, mh = self.mean_box
-        for (w, h), guesses in zip(self.sizes, self.guesses):
-            if kind == "whole":
-                box = (0.0, 0.0, float(w), float(h))
-            else:
-                bw, bh = mw * w, mh * h
-                box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
-            out.append([(c, s, box) for c, s, _ in guesses])
-        return out
-
-    def _score(self) -> dict[str, float]:
-        errs = {}
-        for prefix, guesses in (("", self.guesses), ("whole_", self._baseline("whole")),
-                                ("mean_", self._baseline("mean"))):
-            right = correct_at(guesses, self.gt)
-            n = max(len(right), 1)
-            errs[f"{prefix}top1_err"] = float(1 - right[:, 0].sum() / n) if len(right) else \
-                float("nan")
-            if self.protocol == "full":
-                errs[f"{prefix}top5_err"] = float(1 - right.any(1).sum() / n) if len(right) \
-                    else float("nan")
-        if self.posteriors is not None and len(self.labels):
-            from ..eval.metrics import top1_error, top5_error
-
-            errs["cls_top1_err"] = top1_error(self.posteriors, self.labels)
-            errs["cls_top5_err"] = top5_error(self.posteriors, self.labels)
-        return errs
-
-    @property
-    def top1_err(self) -> float:
-        return self.errors["top1_err"]
-
-    @property
-    def top5_err(self) -> float | None:
-        return self.errors.get("top5_err")
-
-    def mean_iou(self) -> float:
-        """Mean over images of the best IoU of the first guess with a ground-truth box of
-        its class (0 when the class is wrong)."""
-        ious = [_best_iou(g[0], gt) if g else 0.0 for g, gt in zip(self.guesses, self.gt)]
-        return float(np.mean(ious)) if ious else float("nan")
-
-    def table_row(self) -> dict[str, Any]:
-        return {"config": " & ".join(dict.fromkeys(self.configs)),
-                "head": " & ".join(dict.fromkeys(self.heads)),
-                "tuned": " & ".join(dict.fromkeys(self.tuned)),
-                "train_scale": " & ".join(dict.fromkeys(self.train_scales)),
-                "test_scale": " & ".join(dict.fromkeys(",".join(map(str, s))
-                                                       for s in self.scales)),
-                "protocol": self.protocol + (" (fused)" if len(self.nets) > 1 else ""),
-                "precision": self.precision,
-                **{k: v for k, v in self.errors.items() if not k.startswith("cls_")}}
-
-    def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "nets": self.nets, "config": self.configs,
-                "head": self.heads, "tuned": self.tuned, "train_scale": self.train_scales,
-                "scales": self.scales, "classifier": self.classifier,
-                "merge_threshold": self.threshold, "n_images": self.n_images,
-                "n_skipped": len(self.skipped), "skipped": self.skipped[:100],
-                "mean_iou_first_guess": self.mean_iou(), "mean_box": list(self.mean_box),
-                "precision": self.precision, **self.errors}
-
-    # -- saved boxes --------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Everything needed to re-score or fuse without a net, as an ``.npz`` readable
-        with ``allow_pickle=False``."""
-        gi = [(i, c, b) for i, gts in enumerate(self.gt) for c, b in gts]
-        k = max((len(g) for g in self.guesses), default=0)
-        gc = np.full((self.n_images, k), -1, np.int64)
-        gs = np.zeros((self.n_images, k), np.float32)
-        gb = np.zeros((self.n_images, k, 4), np.float32)
-        for i, guesses in enumerate(self.guesses):
-            for j, (c, s, b) in enumerate(guesses):
-                gc[i, j], gs[i, j], gb[i, j] = c, s, b
-        arrays = {
-            "image_ids": np.array(self.image_ids, dtype=np.str_),
-            "classes": np.array(self.classes, dtype=np.str_),
-            "labels": np.asarray(self.labels, np.int64),
-            "sizes": np.asarray(self.sizes, np.float32).reshape(-1, 2),
-            "gt_image": np.array([i for i, _, _ in gi], np.int64),
-            "gt_class": np.array([c for _, c, _ in gi], np.int64),
-            "gt_boxes": np.array([b for _, _, b in gi], np.float32).reshape(-1, 4),
-            "guess_class": gc, "guess_score": gs, "guess_boxes": gb,
-            "meta": np.array(json.dumps(self._meta())),
-            **{f"raw_{k}": v for k, v in self.raw.items()},
-        }
-        if self.posteriors is not None:
-            arrays["posteriors"] = self.posteriors.astype(np.float32)
-        try:
-            return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-        except OSError as e:
-            raise VggError(f"cannot write boxes {path}: {e.strerror or e}") from None
-
-    def _meta(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "nets": self.nets, "configs": self.configs,
-                "heads": self.heads, "tuned": self.tuned, "train_scales": self.train_scales,
-                "scales": self.scales, "mean_box": list(self.mean_box),
-                "classifier": self.classifier, "threshold": self.threshold,
-                "skipped": self.skipped, "precision": self.precision}
-
-
-def _best_iou(guess: tuple[int, float, tuple[float, ...]],
-              gt: list[tuple[int, tuple[float, ...]]]) -> float:
-    c, _, box = guess
-    same = [b for gc, b in gt if gc == c]
-    if not same:
-        return 0.0
-    iou = box_iou(torch.tensor([box], dtype=torch.float64),
-                  torch.tensor(same, dtype=torch.float64))
-    return float(iou.max())
-
-
-def correct_at(guesses: Sequence[Sequence[tuple[int, float, tuple[float, ...]]]],
-               gt: Sequence[Sequence[tuple[int, tuple[float, ...]]]],
-               k: int = TOP_K) -> np.ndarray:
-    """(N, k) bool: guess j of image i has a ground-truth class of the image and IoU >
-    0.5 with a ground-truth box of that class (ILSVRC localisation). Missing guesses are
-    wrong."""
-    out = np.zeros((len(guesses), k), dtype=bool)
-    for i, (gs, gts) in enumerate(zip(guesses, gt)):
-        for j, g in enumerate(gs[:k]):
-            out[i, j] = _best_iou(g, gts) > IOU_CORRECT
-    return out
-
-
-def load_saved(path: str | os.PathLike[str]) -> LocResult:
-    """A result written by :meth:`LocResult.save`; ``VggError`` naming the file if it is
-    missing or not such a file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VggError(f"boxes file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            need = {"image_ids", "classes", "labels", "sizes", "gt_image", "gt_class",
-                    "gt_boxes", "guess_class", "guess_score", "guess_boxes", "meta"}
-            if need - set(z.files):
-                raise VggError(f"{path} is not a vgg boxes file (no "
-                               f"{', '.join(sorted(need - set(z.files)))})")
-            d = {k: z[k] for k in z.files}
-        meta = json.loads(str(d["meta"]))
-    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise VggError(f"cannot read boxes {path}: {e}") from None
-    floats = [d[k] for k in ("sizes", "gt_boxes", "guess_boxes", "guess_score")]
-    floats += [d[k] for k in d if k.startswith("raw_") or k == "posteriors"]
-    if any(not np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in floats
-           if np.asarray(a).dtype.kind == "f"):
-        raise VggError(f"{path} holds non-finite boxes or scores (NaN or inf); refusing "
-                       f"to score them")
-    n = len(d["image_ids"])
-    gt: list[list[tuple[int, tuple[float, ...]]]] = [[] for _ in range(n)]
-    for i, c, b in zip(d["gt_image"], d["gt_class"], d["gt_boxes"]):
-        gt[int(i)].append((int(c), tuple(float(v) for v in b)))
-    guesses = [[(int(c), float(s), tuple(float(v) for v in b))
-                for c, s, b in zip(d["guess_class"][i], d["guess_score"][i],
-                                   d["guess_boxes"][i]) if c >= 0] for i in range(n)]
-    raw = {k[4:]: d[k] for k in d if k.startswith("raw_")}
-    return LocResult(
-        protocol=meta["protocol"], nets=meta["nets"], configs=meta["configs"],
-        heads=meta["heads"], tuned=meta["tuned"], train_scales=meta["train_scales"],
-        scales=meta["scales"], classes=[str(c) for c in d["classes"]],
-        image_ids=[str(i) for i in d["image_ids"]], labels=d["labels"], sizes=d["sizes"],
-        gt=gt, guesses=guesses, mean_box=tuple(meta["mean_box"]), raw=raw,
-        posteriors=d.get("posteriors"), classifier=meta.get("classifier"),
-        threshold=meta.get("threshold"), skipped=list(meta.get("skipped", [])),
-        precision=str(meta.get("precision") or "fp32"))
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -337,15 +125,6 @@ def _to_image(boxes: torch.Tensor, size: tuple[int, int], scaled: tuple[int, int
     if flipped:
         boxes = hflip_boxes(boxes, nw)
     return scale_boxes(boxes, size[0] / nw, size[1] / nh)
-
-
-def _params(out: torch.Tensor, head: str, classes: torch.Tensor | None) -> torch.Tensor:
-    """(N, 4) or (N, 4K) net outputs -> (N, 4) box parameters (PCR: of ``classes``)."""
-    if head == "scr":
-        return out[:, :4]
-    assert classes is not None
-    idx = (4 * classes)[:, None] + torch.arange(4, device=out.device)[None]
-    return out.gather(1, idx)
 
 
 def window_grid(h: int, w: int, crop: int) -> torch.Tensor:
@@ -395,7 +174,7 @@ def simple_protocol(net: LocNet | VGG | Checkpoint | str | os.PathLike[str], ind
             x = center_crop(normalise(model, x8), crop)
             out = model(x).float()
             lab = torch.as_tensor(labels[rows], device=dev)
-            params = _params(out, model.config.head, lab).double().cpu()
+            params = class_params(out, model.config.head, lab).double().cpu()
             nh, nw = x8.shape[-2:]
             window = torch.tensor([(nw - crop) // 2, (nh - crop) // 2, crop], dtype=torch.float64)
             boxes = decode(params, window)
@@ -474,8 +253,7 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
     scored = np.zeros(n, bool)
     for iid, p in zip(cls_res.image_ids, cls_res.posteriors):
         post[row_of[iid]], scored[row_of[iid]] = p, True
-    k = min(TOP_K, len(classes))
-    top = np.argsort(-post, axis=1, kind="stable")[:, :k]
+    top = top_classes(post, TOP_K)
     # 2. every box of the top-k classes, from every net, scale and mirror
     raw_i: list[np.ndarray] = []
     raw_c: list[np.ndarray] = []
@@ -534,12 +312,9 @@ def _dense_boxes(model: VGG, fcn: Any, cls_model: VGG, cls_fcn: Any, x8: torch.T
         for b in range(len(rows)):
             r = int(rows[b])
             size = sizes[r]
-            for c in top[r]:
-                c = int(c)
-                if head == "pcr":
-                    p = bmap[b, 4 * c:4 * c + 4]
-                else:
-                    p = bmap[b, :4]
+            cls = torch.as_tensor(top[r], dtype=torch.int64, device=bmap.device)
+            per_class = class_params(bmap[b].expand(len(cls), -1, -1, -1), head, cls)
+            for c, p in zip(top[r].tolist(), per_class):   # p: (4, h, w), class c's box map
                 params = p.permute(1, 2, 0).reshape(-1, 4).double().cpu()   # (P, 4)
                 boxes = _to_image(decode(params, windows), size, (nw, nh), mirrored)
                 score = prob[b, c].expand(h, w).reshape(-1).cpu() if aligned else \
@@ -547,37 +322,6 @@ def _dense_boxes(model: VGG, fcn: Any, cls_model: VGG, cls_fcn: Any, x8: torch.T
                 out.append((np.full(h * w, r, np.int64), np.full(h * w, c, np.int64),
                             boxes.float().numpy(), score.float().numpy()))
     return out
-
-
-def merge_guesses(raw: dict[str, np.ndarray], post: np.ndarray, top: np.ndarray,
-                  threshold: float, rows: Sequence[int] | None = None
-                  ) -> dict[int, list[tuple[int, float, tuple[float, ...]]]]:
-    """Per image: greedy-merge the raw boxes of each of its top classes; the class's box
-    is the merged box with the largest summed score; guesses ordered by the classifier's
-    posterior (the rating of Appendix A)."""
-    order = np.argsort(raw["image"], kind="stable")
-    img_sorted = raw["image"][order]
-    guesses: dict[int, list[tuple[int, float, tuple[float, ...]]]] = {}
-    for r in (range(len(post)) if rows is None else rows):
-        r = int(r)
-        lo, hi = np.searchsorted(img_sorted, [r, r + 1])
-        sel = order[lo:hi]
-        boxes = torch.from_numpy(raw["boxes"][sel].astype(np.float64))
-        scores = torch.from_numpy(raw["scores"][sel].astype(np.float64))
-        labels = torch.from_numpy(raw["class"][sel].astype(np.int64))
-        merged = greedy_merge(boxes, scores, labels, threshold) if len(sel) else None
-        out = []
-        for c in top[r]:
-            c = int(c)
-            if merged is None:
-                continue
-            mine = (merged.labels == c).nonzero().squeeze(1)
-            if len(mine) == 0:
-                continue
-            best = int(mine[int(torch.argmax(merged.scores[mine]))])
-            out.append((c, float(post[r, c]), tuple(float(v) for v in merged.boxes[best])))
-        guesses[r] = out
-    return guesses
 
 
 def _finish(protocol: str, locs: list[LocNet], scales: list[list[int]], index: Any,
@@ -611,47 +355,3 @@ def _finish(protocol: str, locs: list[LocNet], scales: list[list[int]], index: A
         mean_box=mb, raw=raw_kept,  # type: ignore[arg-type]
         posteriors=None if posteriors is None else posteriors[keep],
         classifier=classifier, threshold=threshold, skipped=skipped)
-
-
-def fuse_results(parts: Sequence[LocResult], names: Sequence[str] | None = None,
-                 threshold: float | None = None) -> LocResult:
-    """Table 10's fusion of full-protocol results on the same images: the union of the
-    nets' raw boxes merged again (per image and class), classes rated by the mean of the
-    results' classification posteriors. With one result: re-scoring (e.g. another merge
-    ``threshold``). No net is run."""
-    if not parts:
-        raise VggError("nothing to fuse")
-    names = list(names) if names is not None else [f"result {i}" for i in range(len(parts))]
-    ref = parts[0]
-    for p, name in zip(parts, names):
-        if p.protocol != "full" or p.posteriors is None or not p.raw:
-            raise VggError(f"{name} holds {p.protocol}-protocol boxes; fusion needs the full "
-                           f"protocol's (vgg localize evaluate --protocol full --save-boxes)")
-        if p.classes != ref.classes or p.image_ids != ref.image_ids:
-            raise VggError(f"cannot fuse {names[0]} and {name}: different classes or images")
-    thr = ref.threshold if threshold is None else check_float("merge_threshold", threshold,
-                                                              0.0, 100.0)
-    post = np.mean([p.posteriors for p in parts], axis=0)  # type: ignore[misc]
-    raw = {k: np.concatenate([p.raw[k] for p in parts]) for k in ref.raw}
-    k = min(TOP_K, len(ref.classes))
-    top = np.argsort(-post, axis=1, kind="stable")[:, :k]
-    guesses = merge_guesses(raw, post, top, float(thr or DEFAULT_MERGE_THRESHOLD))
-    return LocResult(
-        protocol="full", nets=[n for p in parts for n in p.nets],
-        configs=[c for p in parts for c in p.configs], heads=[h for p in parts for h in p.heads],
-        tuned=[t for p in parts for t in p.tuned],
-        train_scales=[s for p in parts for s in p.train_scales],
-        scales=[s for p in parts for s in p.scales], classes=ref.classes,
-        image_ids=ref.image_ids, labels=ref.labels, sizes=ref.sizes, gt=ref.gt,
-        guesses=[guesses[i] for i in range(len(ref.image_ids))],
-        mean_box=tuple(float(v) for v in np.mean([p.mean_box for p in parts], axis=0)),
-        raw=raw, posteriors=post.astype(np.float32), classifier=ref.classifier,
-        threshold=thr, skipped=ref.skipped,
-        precision=" & ".join(dict.fromkeys(p.precision for p in parts)))
-
-
-def fuse_saved(paths: Sequence[str | os.PathLike[str]],
-               threshold: float | None = None) -> LocResult:
-    """:func:`fuse_results` of boxes saved by :meth:`LocResult.save` (``vgg localize
-    fuse``)."""
-    return fuse_results([load_saved(p) for p in paths], [str(p) for p in paths], threshold)

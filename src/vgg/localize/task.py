@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..train.task import Task, shard, val_precision
-from .boxes import box_iou, cxcywh_to_xyxy
+from .boxes import box_iou, class_params, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
     from ..data.folders import ImageIndex
@@ -29,11 +29,7 @@ def box_loss(out: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
     only 4); crops without a target (``valid`` False) cost nothing. Returns (loss sum,
     images whose box has IoU > 0.5 with the target, images counted)."""
     out = out.float()
-    if head == "pcr":
-        idx = (4 * labels)[:, None] + torch.arange(4, device=out.device)[None]
-        pred = out.gather(1, idx)
-    else:
-        pred = out[:, :4]
+    pred = class_params(out, head, labels)
     mask = valid.to(out.dtype)
     diff = (pred - target.to(out.dtype)) * mask[:, None]
     loss = 0.5 * (diff ** 2).sum()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VggError
+from ..eval.metrics import topk_wrong
 from .plan import EvalSpec, StudyPlan, multi_q, seeded, single_q, table_runs
 from .runs import read_done
 from .verdict import (
@@ -69,10 +70,9 @@ class Measured:
 
 
 def _wrong(post: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    top1 = post.argmax(1) != labels
-    k = min(5, post.shape[1])
-    top5 = ~(np.argsort(-post, axis=1)[:, :k] == labels[:, None]).any(1)
-    return top1.astype(np.float64), top5.astype(np.float64)
+    """Per image: 1.0 where the top-1 (top-5) guess is wrong."""
+    return (topk_wrong(post, labels, 1).astype(np.float64),
+            topk_wrong(post, labels, 5).astype(np.float64))
 
 
 @dataclass

@@ -4,8 +4,9 @@ training images (:mod:`.svm`), and the protocols of Tables 11 and 12 — VOC mea
 precision, Caltech mean class recall over random splits, box-level classification
 (:mod:`.protocols`)."""
 
-from .features import (DEFAULT_LAYER, Features, FeatureNet, dense_descriptor,
-                       extract_features, paper_scales, random_like, stack_features)
+from .features import (DEFAULT_LAYER, ExtractOptions, Features, FeatureNet, dense_descriptor,
+                       extract_features, extract_with, paper_scales, random_like,
+                       stack_features)
 
-__all__ = ["DEFAULT_LAYER", "FeatureNet", "Features", "dense_descriptor", "extract_features",
-           "paper_scales", "random_like", "stack_features"]
+__all__ = ["DEFAULT_LAYER", "ExtractOptions", "FeatureNet", "Features", "dense_descriptor",
+           "extract_features", "extract_with", "paper_scales", "random_like", "stack_features"]

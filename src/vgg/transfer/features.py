@@ -372,6 +372,48 @@ def index_targets(index: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return targets, ignore
 
 
+@dataclass
+class ExtractOptions:
+    """How descriptors are computed: :func:`extract_features`'s settings (``scales``,
+    ``combine``, ``layer``, ``flip``, ``batch_size``, ``device``, ``workers``,
+    ``precision``, ``progress``, ``restart``), and, for :meth:`extract`, where they are
+    kept (``cache``: a folder of resumable ``.npz`` files, one per tag; None: memory
+    only)."""
+
+    scales: Sequence[int] | None = None
+    combine: str = "average"
+    layer: str = DEFAULT_LAYER
+    flip: bool = True
+    batch_size: int = 16
+    device: str | torch.device | None = None
+    workers: int | None = None
+    precision: str | Precision = "fp32"
+    progress: bool = True
+    cache: Path | None = None
+    restart: bool = False
+
+    def extract(self, nets: Sequence[FeatureNet], index: Any, tag: str,
+                ids: Sequence[str] | None = None) -> Features:
+        """The descriptors of ``index`` as ``cache/<tag>.npz``: read back when that file
+        holds them with these settings (and ``restart`` is off), else extracted (and
+        saved there)."""
+        out = self.cache / f"{tag}.npz" if self.cache is not None else None
+        prec = resolve_precision(self.precision, pick_device(self.device))
+        if out is not None and out.is_file() and not self.restart:
+            feats = Features.load(out)
+            if feats.meta.get("nets") == [n.name for n in nets] and \
+                    feats.meta.get("data") == str(getattr(index, "root", "") or "") and \
+                    len(feats) + len(feats.skipped) == len(index) and \
+                    feats.meta.get("layer") == self.layer and \
+                    feats.meta.get("combine") == self.combine and \
+                    feats.meta.get("precision", "fp32") == prec.name and \
+                    (self.scales is None or feats.meta.get("scales") == sorted(self.scales)):
+                log.info("reusing the descriptors in %s", out)
+                return feats
+        return extract_with(list(nets), index, dataclasses.replace(self, precision=prec),
+                            out=out, ids=ids, desc=tag)
+
+
 def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathLike[str]]
                      | VGG | str | os.PathLike[str],
                      index: Any, scales: Sequence[int] | None = None,
@@ -397,62 +439,76 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
     mirror averaging and normalisation stay fp32; it is part of the settings a resumed
     extraction must share. ``ids``: the row ids
     (default: paths relative to the index root). Unreadable images are reported to
-    ``on_bad`` once, left out and listed in ``Features.skipped``."""
+    ``on_bad`` once, left out and listed in ``Features.skipped``. The settings travel as
+    an :class:`ExtractOptions` (:func:`extract_with`)."""
+    opts = ExtractOptions(scales=scales, combine=combine, layer=layer, flip=flip,
+                          batch_size=batch_size, device=device, workers=workers,
+                          precision=precision, progress=progress, restart=restart)
+    return extract_with(models, index, opts, out=out, ids=ids, on_bad=on_bad, desc=desc)
+
+
+def extract_with(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathLike[str]]
+                 | VGG | str | os.PathLike[str], index: Any, opts: ExtractOptions, *,
+                 out: str | os.PathLike[str] | None = None, ids: Sequence[str] | None = None,
+                 on_bad: Callable[[str, str], None] | None = None,
+                 desc: str = "features") -> Features:
+    """:func:`extract_features` with its settings in ``opts`` (``opts.cache`` is not used:
+    ``out`` names the file)."""
     from ..eval.evaluate import image_ids
 
-    check_combine(combine)
-    batch_size = check_int("batch", batch_size, 1, MAX_BATCH)
-    workers = check_workers(workers)
+    check_combine(opts.combine)
+    batch_size = check_int("batch", opts.batch_size, 1, MAX_BATCH)
+    workers = check_workers(opts.workers)
     if isinstance(models, (VGG, str, os.PathLike, Checkpoint, FeatureNet)):
         models = [models]
     nets = [as_feature_net(m, i) for i, m in enumerate(models)]
     if not nets:
         raise ConfigError("no net to take features from")
-    qs = check_layer_scales(nets[0], layer, scales if scales is not None
-                            else paper_scales(combine, nets[0].crop))
+    qs = check_layer_scales(nets[0], opts.layer, opts.scales if opts.scales is not None
+                            else paper_scales(opts.combine, nets[0].crop))
     for n in nets[1:]:
-        check_layer_scales(n, layer, qs)
+        check_layer_scales(n, opts.layer, qs)
     if not index.samples:
         raise DataError(f"no images in {getattr(index, 'root', None) or 'the dataset'}")
     ids = list(ids) if ids is not None else image_ids(index)
-    targets, ignore = index_targets(index)
-    dev = pick_device(device)
-    prec = resolve_precision(precision, dev)
+    dev = pick_device(opts.device)
+    prec = resolve_precision(opts.precision, dev)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    n_img = len(ids)
-    dims = [layer_dim(n.model, layer) for n in nets]
-    key = {"nets": [n.identity or _weights_identity(n.model) for n in nets], "layer": layer,
-           "scales": qs, "flip": flip, "precision": prec.name, "images": hashlib.sha256(
-               "\n".join(ids).encode()).hexdigest()[:16], "n_images": n_img}
+    run = dataclasses.replace(opts, scales=qs, batch_size=batch_size, device=dev,
+                              workers=workers, precision=prec)
+    key = {"nets": [n.identity or _weights_identity(n.model) for n in nets],
+           "layer": run.layer, "scales": qs, "flip": run.flip, "precision": prec.name,
+           "images": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+           "n_images": len(ids)}
     if out is None:
-        return _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, prec,
-                        progress, None, restart, ids, targets, ignore, dims, key, on_bad, desc)
+        return _extract(nets, index, run, ids, None, on_bad, desc)
     from ..train.checkpoint import RunLock
 
     parts = Path(f"{out}.parts")
     with RunLock(parts):
-        feats = _extract(nets, index, qs, combine, layer, flip, batch_size, dev, workers, prec,
-                         progress, ShardStore(parts, key), restart, ids, targets, ignore, dims,
-                         key, on_bad, desc)
+        feats = _extract(nets, index, run, ids, ShardStore(parts, key), on_bad, desc)
         feats.save(out)
     shutil.rmtree(parts, ignore_errors=True)
     return feats
 
 
-def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, layer: str,
-             flip: bool, batch_size: int, dev: torch.device, workers: int, prec: Precision,
-             progress: bool, store: ShardStore | None, restart: bool, ids: list[str],
-             targets: np.ndarray, ignore: np.ndarray | None, dims: list[int],
-             key: dict[str, Any], on_bad: Callable[[str, str], None] | None,
+def _extract(nets: list[FeatureNet], index: Any, run: ExtractOptions, ids: list[str],
+             store: ShardStore | None, on_bad: Callable[[str, str], None] | None,
              desc: str) -> Features:
+    """The extraction itself, with ``run``'s settings resolved by :func:`extract_with`
+    (``scales`` checked and sorted, ``device``, ``workers`` and ``precision`` decided)."""
     from ..eval.evaluate import RescaledImages, _warn_bad, normalise
 
+    qs, layer = list(run.scales or ()), run.layer
+    prec = resolve_precision(run.precision, run.device)  # resolved: the same Precision
+    targets, ignore = index_targets(index)
+    dims = [layer_dim(n.model, layer) for n in nets]
     n_img = len(ids)
     desc_at = {(j, q): np.zeros((n_img, d), np.float32) for j, d in enumerate(dims) for q in qs}
     filled = {q: np.zeros(n_img, bool) for q in qs}
     if store is not None:
-        for s in store.open(restart):
+        for s in store.open(run.restart):
             q, rows = int(s["q"]), s["rows"]
             if q in filled and rows.size and rows.max() < n_img:
                 for j in range(len(nets)):
@@ -462,10 +518,11 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
         if done_before:
             log.info("continuing the extraction in %s: %d of %d (image, Q) descriptors "
                      "already computed", store.folder, done_before, n_img * len(qs))
-    data = RescaledImages(index, batch_size, workers, dev, progress, on_bad or _warn_bad)
+    data = RescaledImages(index, run.batch_size, run.workers, run.device, run.progress,
+                          on_bad or _warn_bad)
     models, fcns = [], []
     for n in nets:
-        m = prec.net(n.model.eval().to(dev))  # the net itself, or its bf16/fp16 copy
+        m = prec.net(n.model.eval().to(run.device))  # the net itself, or its bf16/fp16 copy
         models.append(m)
         fcns.append(m.to_fully_conv())
     for q in qs:
@@ -485,7 +542,7 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
         with torch.inference_mode(), prec.autocast():
             for rows, x8 in data.batches(q, desc, rows=todo):
                 for j, (m, fcn) in enumerate(zip(models, fcns)):
-                    d = dense_descriptor(fcn, normalise(m, x8), layer, flip)
+                    d = dense_descriptor(fcn, normalise(m, x8), layer, run.flip)
                     d = d.cpu().numpy()
                     desc_at[(j, q)][rows] = d
                     buf[j].append(d)
@@ -503,7 +560,7 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
                         + (f" (e.g. {example[0]}: {example[1]})" if example else ""))
     if reasons:
         log.warning("%d of %d images could not be read and are left out", len(reasons), n_img)
-    per_net = [combine_scales([desc_at[(j, q)][keep] for q in qs], combine)
+    per_net = [combine_scales([desc_at[(j, q)][keep] for q in qs], run.combine)
                for j in range(len(nets))]
     X = per_net[0] if len(nets) == 1 else stack_nets(per_net)
     if not np.isfinite(X).all():
@@ -511,7 +568,7 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
         raise VggError(f"{bad} descriptors are not finite: the net's weights or inputs are "
                        f"broken ({', '.join(n.name for n in nets)})")
     meta = {"nets": [n.name for n in nets], "configs": [n.model.config.name for n in nets],
-            "layer": layer, "scales": qs, "combine": combine, "flip": flip,
+            "layer": layer, "scales": qs, "combine": run.combine, "flip": run.flip,
             "precision": prec.name,
             "dims": dims, "multi_label": index.multilabels is not None,
             "data": str(getattr(index, "root", "") or ""),

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..eval import metrics
-from .features import Features, FeatureNet, extract_features, random_like, stack_features
+from .features import ExtractOptions, Features, FeatureNet, random_like, stack_features
 from .svm import C_GRID, describe, train_svms
 
 log = logging.getLogger(__name__)
@@ -40,47 +40,6 @@ RECALL = "mean class recall"
 # Caltech's counts per class (Appendix B): 30 train / 50 test (101), 60 train (256)
 CALTECH_TRAIN = {101: 30, 256: 60}
 CALTECH_TEST = 50
-
-
-@dataclass
-class ExtractOptions:
-    """How descriptors are computed (``extract_features``'s settings) and where they are
-    kept (``cache``: a folder of resumable ``.npz`` files, or None: memory only)."""
-
-    scales: list[int] | None = None
-    combine: str = "average"
-    layer: str = "relu7"
-    flip: bool = True
-    batch_size: int = 16
-    device: str | None = None
-    workers: int | None = None
-    precision: str = "fp32"
-    progress: bool = True
-    cache: Path | None = None
-    restart: bool = False
-
-    def extract(self, nets: Sequence[FeatureNet], index: Any, tag: str,
-                ids: Sequence[str] | None = None) -> Features:
-        from ..devices import pick_device
-        from ..precision import resolve_precision
-
-        out = self.cache / f"{tag}.npz" if self.cache is not None else None
-        prec = resolve_precision(self.precision, pick_device(self.device))
-        if out is not None and out.is_file() and not self.restart:
-            feats = Features.load(out)
-            if feats.meta.get("nets") == [n.name for n in nets] and \
-                    feats.meta.get("data") == str(getattr(index, "root", "") or "") and \
-                    len(feats) + len(feats.skipped) == len(index) and \
-                    feats.meta.get("layer") == self.layer and \
-                    feats.meta.get("combine") == self.combine and \
-                    feats.meta.get("precision", "fp32") == prec.name and \
-                    (self.scales is None or feats.meta.get("scales") == sorted(self.scales)):
-                log.info("reusing the descriptors in %s", out)
-                return feats
-        return extract_features(list(nets), index, self.scales, self.combine, self.layer,
-                                self.flip, self.batch_size, self.device, self.workers,
-                                precision=prec, progress=self.progress, out=out,
-                                restart=self.restart, ids=ids, desc=tag)
 
 
 @dataclass
