@@ -66,7 +66,7 @@ class PerceptualLoss(nn.Module):
                  weights: Sequence[float] | None = None, style: bool = False) -> None:
         super().__init__()
         if isinstance(model, (str, os.PathLike)):
-            from .checkpoint import load_checkpoint
+            from .weights import open_weights as load_checkpoint
 
             model = load_checkpoint(model).build_model()
         if isinstance(model, VGGFullyConv):
