@@ -5,7 +5,8 @@ and optionally the training state for resuming.
 Files are written atomically (temporary file in the same folder, fsync, rename), so an
 interrupted save never corrupts an existing checkpoint. Loading uses
 ``torch.load(weights_only=True)``: a file that would execute code when unpickled is
-refused, never run.
+refused, never run. This module reads vgg's own format only: weights in other formats are
+read by :mod:`vgg.weights`, whose ``open_weights`` (``vgg.load_checkpoint``) opens any file.
 """
 
 from __future__ import annotations
