@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vgg.checkpoint import atomic_write, load_checkpoint, load_model, save_checkpoint
+from vgg import load_checkpoint, load_model
+from vgg.checkpoint import atomic_write, save_checkpoint
 from vgg.errors import CheckpointError
 from vgg.model import build
 from vgg.preprocess import Preprocess

@@ -14,11 +14,13 @@ import pytest
 import torch
 
 import vgg
-from vgg.checkpoint import load_checkpoint, save_checkpoint
+from vgg import load_checkpoint
+from vgg.checkpoint import save_checkpoint
 from vgg.cli import main
 from vgg.errors import CheckpointError, ConfigError
 from vgg.preprocess import Preprocess
-from vgg.weights import export_safetensors, imagenet_classes, to_timm
+from vgg.export import export_safetensors
+from vgg.weights import imagenet_classes, to_timm
 
 from _eval_util import make_images
 from _formats_util import (keras_vgg16_layers, random_keras_vgg16, write_caffemodel,

@@ -11,9 +11,10 @@ import torchvision
 from torch import nn
 
 from vgg.archs import ARCHS, PAPER_PARAMS_M, resolve_arch
+from vgg.builders import vgg16, vgg19_bn
 from vgg.errors import ConfigError
 from vgg.model import (LITERAL_INIT_STD, VGG, LocalResponseNorm, VGGConfig, build,
-                       count_params, init_from, init_weights, vgg16, vgg19_bn)
+                       count_params, init_from, init_weights)
 from vgg.weights import from_torchvision
 from vgg.summary import summarize, total_macs, total_params
 

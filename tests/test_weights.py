@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from vgg.errors import CheckpointError, ConfigError
+from vgg.export import export_onnx, export_safetensors
 from vgg.model import VGG, build
 from vgg.preprocess import Preprocess
-from vgg.weights import (bgr_to_rgb, export_onnx, export_safetensors, from_caffe, from_timm,
-                         from_torchvision, infer_config, load_safetensors, mark_caffe,
-                         read_state_dict, timm_to_torchvision, to_timm)
+from vgg.weights import (bgr_to_rgb, from_caffe, from_timm, from_torchvision, infer_config,
+                         load_safetensors, mark_caffe, read_state_dict, timm_to_torchvision,
+                         to_timm)
 
 SMALL = dict(width=1 / 16, fc_width=32, crop=64, num_classes=10)
 

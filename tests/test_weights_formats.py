@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vgg.checkpoint import load_checkpoint
+from vgg import load_checkpoint
 from vgg.errors import CheckpointError, ConfigError
 from vgg.preprocess import Preprocess
 from vgg.weights import read_weights, sniff_format

@@ -5,7 +5,8 @@ and optionally the training state for resuming.
 Files are written atomically (temporary file in the same folder, fsync, rename), so an
 interrupted save never corrupts an existing checkpoint. Loading uses
 ``torch.load(weights_only=True)``: a file that would execute code when unpickled is
-refused, never run.
+refused, never run. This module reads vgg's own format only: weights in other formats are
+read by :mod:`vgg.weights`, whose ``open_weights`` (``vgg.load_checkpoint``) opens any file.
 """
 
 from __future__ import annotations
@@ -189,17 +190,6 @@ def check_finite(state_dict: dict[str, torch.Tensor], where: str) -> None:
                               f"diverged; use an earlier checkpoint")
 
 
-def _converted(path: Path, convert: Callable[[], Checkpoint]) -> Checkpoint:
-    """A foreign weights file read through ``vgg.weights``, said once in the log."""
-    from .weights import describe_source
-
-    ckpt = convert()
-    if ckpt.meta.get("converted_from"):
-        log.info("%s: %s, converted on the fly (`vgg convert` saves the conversion)", path,
-                 describe_source(ckpt))
-    return ckpt
-
-
 def _unreadable(path: Path) -> str:
     if path.stat().st_size == 0:
         return "empty (0 bytes)"
@@ -207,37 +197,27 @@ def _unreadable(path: Path) -> str:
             "or timm .pth/.safetensors, Caffe .caffemodel, Keras .h5)")
 
 
-def load_checkpoint(path: str | os.PathLike[str],
-                    map_location: str | torch.device = "cpu",
-                    allow_nonfinite: bool = False, convert: bool = True) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`, safely.
+def unreadable_error(path: Path) -> CheckpointError:
+    """The error for a file that is no torch file at all (empty, garbage, another format)."""
+    return CheckpointError(f"cannot read checkpoint {path}: the file is {_unreadable(path)}")
 
-    With ``convert`` (the default) any other weights file vgg reads is converted on the
-    fly and said so in the log: torchvision / timm ``.pth`` or ``.safetensors`` files,
-    vgg safetensors exports, Caffe ``.caffemodel`` and Keras ``.h5`` files (see
-    :func:`vgg.weights.read_weights`; the format comes from the file's content).
 
-    Raises ``CheckpointError`` naming the file when it is missing, not a checkpoint,
-    corrupt, carries pickled code, or (unless ``allow_nonfinite``) holds NaN or infinite
-    weights.
-    """
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path``; ``CheckpointError`` when it is a folder or missing."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file (a run folder "
                               f"holds best.pt and last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if convert:
-        from .weights import read_weights, sniff_format
+    return path
 
-        kind = sniff_format(path)
-        if kind in ("caffe", "keras", "safetensors"):
-            return _converted(path, lambda: read_weights(path))
-        if kind == "unknown":  # neither zip nor pickle: no torch file at all
-            raise CheckpointError(f"cannot read checkpoint {path}: the file is "
-                                  f"{_unreadable(path)}")
+
+def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """What ``torch.load(weights_only=True)`` reads from ``path``; a file that would run code
+    when unpickled is refused, and any other failure is one ``CheckpointError`` naming it."""
     try:
-        d = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "weights_only" in first or "global" in first.lower():
@@ -248,13 +228,19 @@ def load_checkpoint(path: str | os.PathLike[str],
                               f"truncated") from None
     except Exception as e:  # noqa: BLE001 - random bytes raise anything from the unpickler
         log.debug("reading %s failed: %s: %s", path, type(e).__name__, e)
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is "
-                              f"{_unreadable(path)}") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        if convert and isinstance(d, dict):
-            from .weights import read_weights
+        raise unreadable_error(path) from None
 
-            return _converted(path, lambda: read_weights(path, obj=d))
+
+def is_checkpoint_dict(d: Any) -> bool:
+    """Whether what ``torch.load`` read is a vgg checkpoint (not foreign weights)."""
+    return isinstance(d, dict) and d.get("format") == FORMAT
+
+
+def checkpoint_from_dict(d: Any, path: Path, allow_nonfinite: bool = False) -> Checkpoint:
+    """The :class:`Checkpoint` of the dict :func:`save_checkpoint` wrote, read from ``path``;
+    ``CheckpointError`` naming the file when it is not one, is newer or malformed, or
+    (unless ``allow_nonfinite``) holds NaN or infinite weights."""
+    if not is_checkpoint_dict(d):
         raise CheckpointError(f"{path} is not a vgg checkpoint (`vgg convert` converts "
                               f"torchvision/timm/Caffe/Keras weights)")
     if not isinstance(d.get("version", 0), int) or d.get("version", 0) > VERSION:
@@ -288,6 +274,20 @@ def load_checkpoint(path: str | os.PathLike[str],
     return Checkpoint(config=config, state_dict=state_dict, classes=classes,
                       preprocess=preprocess, class_names=class_names, meta=meta,
                       train_state=d.get("train_state"), path=path)
+
+
+def load_checkpoint(path: str | os.PathLike[str],
+                    map_location: str | torch.device = "cpu",
+                    allow_nonfinite: bool = False) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely: vgg's own format only
+    (``vgg.load_checkpoint`` / :func:`vgg.weights.open_weights` also open foreign weights).
+
+    Raises ``CheckpointError`` naming the file when it is missing, not a checkpoint,
+    corrupt, carries pickled code, or (unless ``allow_nonfinite``) holds NaN or infinite
+    weights.
+    """
+    path = checkpoint_file(path)
+    return checkpoint_from_dict(read_torch_file(path, map_location), path, allow_nonfinite)
 
 
 def load_model(path: str | os.PathLike[str],

@@ -299,7 +299,7 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
 
 
 def load_classes(path: Path) -> list[str]:
-    from .checkpoint import load_checkpoint
+    from .weights import open_weights as load_checkpoint
 
     return list(load_checkpoint(path).classes or [])
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .archs import ALIASES, ARCHS, parse_token, resolve_arch
+from .archs import ARCHS, parse_token, resolve_arch
 from .errors import ConfigError
 from .preprocess import Preprocess, check_input_range
 from .settings import MAX_SIDE, check_bool, check_choice, check_float, check_int
@@ -601,25 +601,12 @@ def build(arch: str = "D", *, batch_norm: bool = False, num_classes: int | None 
           width: float | None = None, fc_width: int | None = None, crop: int | None = None,
           dropout: float = 0.5, init: str = "gaussian", init_std: float = PAPER_INIT_STD,
           classes: Sequence[str] | None = None, preprocess: Preprocess | None = None,
-          generator: torch.Generator | None = None, head: str = "classes",
-          weights: Any = None) -> VGG:
+          generator: torch.Generator | None = None, head: str = "classes") -> VGG:
     """Build a Table 1 net. ``arch``: A, A-LRN, B, C, D, E, B-5x5 or an alias (vgg16,
     vgg16_bn, ...). ``num_classes`` defaults to ``len(classes)`` or 1000; ``width``,
     ``fc_width`` and ``crop`` to the paper's 1.0, 4096 and 224. ``head``: "classes", or
-    "scr" / "pcr" for a localisation net (Appendix A).
-
-    ``weights``: a file vgg reads (a vgg checkpoint or safetensors export, torchvision or
-    timm ``.pth`` / ``.safetensors``, Caffe ``.caffemodel``, Keras ``.h5``) or a torchvision
-    state dict: the net then has those weights and their preprocessing, its shape is read
-    off them (``width`` / ``fc_width`` / ``crop`` must agree when given), and another
-    ``num_classes`` replaces FC8 (see :func:`vgg.weights.pretrained`)."""
-    if weights is not None:
-        from .weights import pretrained
-
-        return pretrained(weights, arch, batch_norm, num_classes=num_classes,
-                          classes=classes, width=width, fc_width=fc_width, crop=crop,
-                          dropout=dropout, preprocess=preprocess, init=init,
-                          init_std=init_std, generator=generator, head=head)
+    "scr" / "pcr" for a localisation net (Appendix A). Freshly initialised by ``init``;
+    ``vgg.build`` (:func:`vgg.builders.build`) also takes ``weights=``."""
     if num_classes is None:
         num_classes = len(classes) if classes is not None else 1000
     config = VGGConfig(arch=arch, batch_norm=batch_norm, num_classes=num_classes,
@@ -634,63 +621,6 @@ def build(arch: str = "D", *, batch_norm: bool = False, num_classes: int | None 
             m.reset_running_stats()
     init_weights(model, init, init_std, generator=generator)
     return model
-
-
-def create_model(name: str, weights: Any = None, num_classes: int | None = None,
-                 **kwargs: Any) -> VGG:
-    """The net called ``name`` (see :func:`list_models`; Table 1 names like "D" or
-    "A-LRN" work too), optionally with ``weights`` (any file vgg reads) and another
-    ``num_classes`` (a fresh FC8). Other keyword arguments go to :func:`build`."""
-    try:
-        arch, bn = resolve_arch(name)
-    except KeyError as e:
-        raise ConfigError(e.args[0]) from None
-    bn = bn or bool(kwargs.pop("batch_norm", False))
-    return build(arch, batch_norm=bn, num_classes=num_classes, weights=weights, **kwargs)
-
-
-def list_models() -> list[str]:
-    """The names :func:`create_model` takes: torchvision's (vgg11 ... vgg19_bn) and the
-    paper's other nets (vgg11_lrn = A-LRN, vgg16_c = C, vgg13_5x5 = the 5x5 net of
-    Sect. 4.1), with _bn variants (none for A-LRN: LRN and batch norm both normalise)."""
-    names = []
-    for alias, arch in ALIASES.items():
-        names.append(alias)
-        if arch != "A-LRN":
-            names.append(alias + "_bn")
-    return sorted(names)
-
-
-def vgg11(**kwargs: Any) -> VGG:
-    return build("A", **kwargs)
-
-
-def vgg11_bn(**kwargs: Any) -> VGG:
-    return build("A", batch_norm=True, **kwargs)
-
-
-def vgg13(**kwargs: Any) -> VGG:
-    return build("B", **kwargs)
-
-
-def vgg13_bn(**kwargs: Any) -> VGG:
-    return build("B", batch_norm=True, **kwargs)
-
-
-def vgg16(**kwargs: Any) -> VGG:
-    return build("D", **kwargs)
-
-
-def vgg16_bn(**kwargs: Any) -> VGG:
-    return build("D", batch_norm=True, **kwargs)
-
-
-def vgg19(**kwargs: Any) -> VGG:
-    return build("E", **kwargs)
-
-
-def vgg19_bn(**kwargs: Any) -> VGG:
-    return build("E", batch_norm=True, **kwargs)
 
 
 def count_params(model: nn.Module) -> int:

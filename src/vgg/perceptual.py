@@ -129,7 +129,7 @@ class PerceptualLoss(nn.Module):
                               f"{', '.join(GRAM_NORMS)}, not {gram_norm!r}")
         self.input_range = parse_input_range(input_range)
         if isinstance(model, (str, os.PathLike)):
-            from .checkpoint import load_checkpoint
+            from .weights import open_weights as load_checkpoint
 
             model = load_checkpoint(model).build_model()
         if isinstance(model, VGGFullyConv):

@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
     from ..errors import CheckpointError, ConfigError
-    from ..weights import export_onnx, export_safetensors
+    from ..export import export_onnx, export_safetensors
+    from ..weights import open_weights as load_checkpoint
 
     if args.onnx is None and args.safetensors is None:
         raise ConfigError("nothing to do: give --onnx OUT and/or --safetensors OUT")

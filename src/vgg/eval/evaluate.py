@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..checkpoint import Checkpoint, load_checkpoint, require_head
+from ..checkpoint import Checkpoint, require_head
 from ..devices import pick_device
 from ..errors import BadImageError, ConfigError, DataError, VggError
 from ..model import VGG
 from ..precision import Precision, resolve_precision
 from ..progress import Progress
 from ..settings import MAX_BATCH, check_int, check_scales as _check_sides, check_workers
+from ..weights import open_weights as load_checkpoint
 from . import metrics
 from .dense import dense_posteriors, size_buckets
 from .fusion import Posteriors, check_same_classes, fuse

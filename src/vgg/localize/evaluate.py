@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import Checkpoint, load_checkpoint, require_head
+from ..checkpoint import Checkpoint, require_head
 from ..devices import pick_device
 from ..errors import ConfigError, DataError
 from ..eval.evaluate import (EvalNet, RescaledImages, as_net, check_scales,
@@ -47,6 +47,7 @@ from ..eval.multicrop import center_crop
 from ..model import VGG
 from ..precision import resolve_precision
 from ..settings import MAX_BATCH, check_float, check_int, check_workers
+from ..weights import open_weights as load_checkpoint
 from .boxes import class_params, decode, hflip_boxes, scale_boxes
 from .data import boxes_tensor
 from .fusion import merge_guesses

@@ -137,10 +137,11 @@ def localisation_config(given: dict[str, Any], config_file: str | None = None) -
     colour statistics come with its weights), then the YAML file, then the other
     settings in ``given`` (what the user typed). With ``given["resume"]``: the saved run,
     changed by ``given`` as for classification."""
-    from ..checkpoint import load_checkpoint, require_head
+    from ..checkpoint import require_head
     from ..errors import ConfigError
     from ..eval.evaluate import default_scales
     from ..train import load_yaml, resolve, resume_config
+    from ..weights import open_weights as load_checkpoint
 
     given = dict(given)
     if given.get("resume"):

@@ -28,14 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import (Checkpoint, load_checkpoint, nonfinite_keys,
-                          remove_orphan_temporaries)
+from ..checkpoint import Checkpoint, nonfinite_keys, remove_orphan_temporaries
 from ..data.sources import check_same_images, fingerprint
 from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError, VggError
 from ..model import VGG, build, init_from
 from ..preprocess import Preprocess
 from ..progress import Progress
+from ..weights import open_weights as load_checkpoint
 from . import distributed as D
 from .checkpoint import (BEST, LAST, Position, RunLock, check_writable,
                          estimate_checkpoint_bytes, load_run_state, save_best, save_run_state,

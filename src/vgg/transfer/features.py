@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import Checkpoint, atomic_write, load_checkpoint
+from ..checkpoint import Checkpoint, atomic_write
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
 from ..model import HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs
 from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
+from ..weights import open_weights as load_checkpoint
 
 log = logging.getLogger(__name__)
 

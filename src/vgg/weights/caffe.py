@@ -1,4 +1,5 @@
-"""Read Caffe's binary ``.caffemodel`` files (a ``NetParameter`` protobuf) without Caffe.
+"""The authors' Caffe nets: read a binary ``.caffemodel`` (a ``NetParameter`` protobuf)
+without Caffe, and map its layers to our layout (:func:`caffe_state_dict`).
 
 A small hand-written reader of the protobuf wire format, enough for the layers and their
 weight blobs: the authors' released ``VGG_ILSVRC_16_layers.caffemodel`` /
@@ -21,12 +22,17 @@ twice its size in memory while it is converted.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..model import VGGConfig
+from .layout import assemble
 
 # V1LayerParameter.LayerType values of the layers a VGG net has (caffe.proto).
 V1_TYPES = {4: "Convolution", 5: "Data", 6: "Dropout", 14: "InnerProduct", 15: "LRN",
@@ -224,3 +230,41 @@ def looks_like_caffemodel(head: bytes) -> bool:
         return (tag >> 3, tag & 7) in {(2, _BYTES), (100, _BYTES)}
     except (_Corrupt, UnicodeDecodeError):
         return False
+
+
+def caffe_state_dict(layers: Sequence[Any], arch: str | None = None, where: str = "Caffe model"
+                     ) -> tuple[dict[str, torch.Tensor], VGGConfig, bool]:
+    """Map the layers of a Caffe VGG (:func:`read_caffemodel`) to our layout:
+    Convolution layers in order to conv1_1 ... conv5_x (Caffe's (out, in, kh, kw) weights
+    are torch's), InnerProduct layers to fc6, fc7, fc8. FC weights are (out, in) whatever
+    the blob's shape ((1, 1, out, in) in V1 files, (out, in) or (out, C, H, W) in V2 ones):
+    Caffe flattens pool5 in C, H, W order, as torch does, so nothing is permuted. Returns
+    (state dict, config, features_only)."""
+    convs, fcs, lrn = [], [], False
+    for layer in layers:
+        kind = layer.type.lower()
+        blobs = [np.asarray(b, dtype=np.float32) for b in layer.blobs]
+        if kind == "lrn":
+            lrn = True
+        if not blobs:
+            continue
+        if kind not in ("convolution", "innerproduct"):
+            raise CheckpointError(f"{where}: layer {layer.name!r} of type {layer.type} has "
+                                  f"weights; a VGG net has weights only in Convolution and "
+                                  f"InnerProduct layers")
+        w = blobs[0]
+        b = blobs[1].reshape(-1) if len(blobs) > 1 else np.zeros(w.shape[0] if w.ndim else 0,
+                                                                  np.float32)
+        if kind == "convolution":
+            convs.append((layer.name, w, b))
+        else:
+            while w.ndim > 2 and w.shape[0] == 1:  # V1: (1, 1, out, in)
+                w = w.reshape(w.shape[1:])
+            if w.ndim < 2:
+                raise CheckpointError(f"{where}: FC layer {layer.name!r} has a {w.ndim}-D "
+                                      f"weight blob")
+            b = blobs[1].reshape(-1) if len(blobs) > 1 else np.zeros(w.shape[0], np.float32)
+            fcs.append((layer.name, w.reshape(w.shape[0], -1), b))
+    if not convs:
+        raise CheckpointError(f"{where}: no Convolution layer with weights")
+    return assemble(convs, fcs, arch, lrn, where)
