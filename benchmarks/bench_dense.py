@@ -74,8 +74,12 @@ def measure(fns: dict[tuple[str, int], Callable[[], torch.Tensor]], rounds: int
     return best
 
 
+# Per measured (net, Q, method, stride): mult-adds and time, each relative to stride 32.
+Ratios = dict[tuple[str, int, str, int], tuple[float, float]]
+
+
 def setting(label: str, model: VGG, qs: list[int], strides: list[int], batch: int,
-            rounds: int, stitch: bool) -> list[str]:
+            rounds: int, stitch: bool, ratios: Ratios) -> list[str]:
     rows = []
     crop = model.config.crop
     for q in qs:
@@ -91,11 +95,49 @@ def setting(label: str, model: VGG, qs: list[int], strides: list[int], batch: in
             name = "stride 32 (today)" if s == 32 else f"{meth}, stride {s}"
             if s == default_dense_stride(crop) and meth == "a trous":
                 name += " (default)"
+            ratios[(label, q, meth, s)] = (macs / macs32, t / base)
             rows.append(f"| {label} | {q} ({h}x{w}) | {name} | {hh}x{ww} | "
                         f"{macs / 1e9:.3f} G | {macs / macs32:.2f}x | {batch / t:.1f} | "
                         f"{t / base:.2f}x |")
             print(rows[-1], flush=True)
     return rows
+
+
+def span(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}x" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}x"
+
+
+def summary(ratios: Ratios) -> str:
+    """The arithmetic of the mult-adds and what this run measured, as a paragraph."""
+    def of(label: str, meth: str, s: int, i: int) -> str:
+        return span([v[i] for k, v in ratios.items() if k[0] == label and k[2:] == (meth, s)])
+
+    demo, c64, full = "demo net, crop 32", "crop 64", "VGG-16 (full size)"
+    stitch = [ratios[k][1] / ratios[(k[0], k[1], "a trous", k[3])][1]
+              for k in ratios if k[2] == "shift-and-stitch"]
+    text = (
+        "Mult-adds: at s = 32 / 2^m the last m pools run with stride 1, so the layers "
+        "before them cost what they cost at stride 32 and each layer after them runs on "
+        "about 4x as many positions per stride-1 pool before it (a stride-1 pool loses d rows "
+        "and columns at the border instead of halving the map). At the demo's stride 4 "
+        "(pools 3-5 stride 1) conv4_x runs on up to 4x, conv5_x on up to 16x and FC6-FC8 on up "
+        "to 64x the positions (fewer on these small maps, where the border counts): "
+        f"{of(demo, 'a trous', 4, 0)} the mult-adds of stride 32 at Q = 36-48 "
+        f"(stride 8: {of(demo, 'a trous', 8, 0)}), measured {of(demo, 'a trous', 4, 1)} the "
+        f"time (stride 8: {of(demo, 'a trous', 8, 1)}). The crop-64 net at its "
+        f"default stride 8: {of(c64, 'a trous', 8, 0)} the mult-adds, "
+        f"{of(c64, 'a trous', 8, 1)} the time at Q = 64-96.")
+    if any(k[0] == full for k in ratios):
+        text += (f" Full-size VGG-16 at stride 16 (pool5 stride 1) runs only FC6-FC8 on more "
+                 f"positions: {of(full, 'a trous', 16, 0)} the mult-adds, "
+                 f"{of(full, 'a trous', 16, 1)} the time at Q = 256.")
+    if stitch:
+        text += (" Shift-and-stitch (OverFeat's offset pooling at each stride-1 pool, the same "
+                 "map and mult-adds, checked equal here) took "
+                 f"{span(stitch)} the time of a trous: it runs the later layers on 4^m offset "
+                 "maps (batched by size) and interleaves them; a trous is the method used.")
+    return text
 
 
 def main() -> int:
@@ -113,15 +155,17 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
     rows: list[str] = []
+    ratios: Ratios = {}
     demo = dict(arch="A", batch_norm=True, width=0.25, fc_width=1024, num_classes=10,
                 init="kaiming")
     rows += setting("demo net, crop 32", build(crop=32, **demo).eval(), [36, 42, 48],
-                    [32, 16, 8, 4], args.batch, args.rounds, stitch=True)
+                    [32, 16, 8, 4], args.batch, args.rounds, stitch=True, ratios=ratios)
     rows += setting("crop 64", build(crop=64, **demo).eval(), [64, 80, 96],
-                    [32, 16, 8], args.batch, args.rounds, stitch=True)
+                    [32, 16, 8], args.batch, args.rounds, stitch=True, ratios=ratios)
     if not args.no_full:
         rows += setting("VGG-16 (full size)", build("D", init="kaiming").eval(), [256],
-                        [32, 16], args.full_images, args.full_rounds, stitch=True)
+                        [32, 16], args.full_images, args.full_rounds, stitch=True,
+                        ratios=ratios)
     wall = time.perf_counter() - t_start
     cmd = "python benchmarks/bench_dense.py" + " ".join(
         [""] + [a for a in sys.argv[1:] if a != "--record"])
@@ -139,6 +183,8 @@ def main() -> int:
         "| images/s | time vs stride 32 |",
         "|---|---|---|---:|---:|---:|---:|---:|",
         *rows,
+        "",
+        summary(ratios),
         "",
         f"Timed section {wall:.0f} s; 1-minute load average {load0:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (on {os.cpu_count()} cores).",
