@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import VGGConfig, last_channels, layer_specs
+from .model import NET_STRIDE, VGGConfig, check_dense_stride, last_channels, layer_specs
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,14 @@ class LayerRow:
 
 
 def summarize(config: VGGConfig, input_size: tuple[int, int] | int | None = None,
-              fully_conv: bool = False) -> list[LayerRow]:
+              fully_conv: bool = False, dense_stride: int = NET_STRIDE) -> list[LayerRow]:
     """Rows for every layer of ``config`` on one (3, H, W) input.
 
     ``input_size`` defaults to the config's crop. The FC form only takes the crop; with
     ``fully_conv=True`` any size >= crop gives the dense form's score-map shapes (FC1 as a
-    k x k conv, FC2/FC3 as 1x1 convs; the same parameters).
+    k x k conv, FC2/FC3 as 1x1 convs; the same parameters), at output stride
+    ``dense_stride`` (``model.to_fully_conv(stride)``: its last pools keep the map's size
+    but for d rows and columns, so the layers after them cost about (32/s)^2 as much).
     """
     if input_size is None:
         input_size = config.crop
@@ -44,28 +46,40 @@ def summarize(config: VGGConfig, input_size: tuple[int, int] | int | None = None
                          f"fully_conv=True for {h}x{w}")
     if min(h, w) < config.crop:
         raise ValueError(f"input {h}x{w} is smaller than the crop {config.crop}")
+    dense_stride = check_dense_stride(dense_stride)
+    if not fully_conv and dense_stride != NET_STRIDE:
+        raise ValueError("a dense stride other than 32 needs fully_conv=True")
     rows: list[LayerRow] = []
     kinds = {"conv": "Conv {0}x{0}", "bn": "BatchNorm", "relu": "ReLU",
              "pool": "MaxPool 2x2/2", "lrn": "LRN n={0}"}
+    stride, dil = 1, 1  # the map's stride so far; the dilation of stride-1 pools and convs
     for s in layer_specs(config):
-        if s.kind == "pool":
+        kind = kinds[s.kind].format(s.kernel)
+        if s.kind == "pool" and stride < dense_stride:
             h, w = h // 2, w // 2
+            stride *= 2
+        elif s.kind == "pool":  # stride 1, dilated: loses d rows and columns
+            kind = f"MaxPool 2x2/1 dil {dil}"
+            h, w = h - dil, w - dil
+            dil *= 2
+        elif s.kind == "conv" and dil > 1 and s.kernel > 1:
+            kind += f" dil {dil}"
         params = macs = 0
         if s.kind == "conv":
             params = s.out_ch * s.in_ch * s.kernel ** 2 + s.out_ch
             macs = h * w * s.out_ch * s.in_ch * s.kernel ** 2
         elif s.kind == "bn":
             params = 2 * s.out_ch
-        rows.append(LayerRow(s.name, kinds[s.kind].format(s.kernel), (s.out_ch, h, w),
-                             params, macs))
+        rows.append(LayerRow(s.name, kind, (s.out_ch, h, w), params, macs))
     c = last_channels(config)
     k, fc, classes = config.fc_kernel, config.fc_width, config.out_features
-    oh, ow = h - k + 1, w - k + 1
+    oh, ow = h - dil * (k - 1), w - dil * (k - 1)
 
     def shape(n: int) -> tuple[int, ...]:
         return (n, oh, ow) if fully_conv else (n,)
 
-    fc1 = "Conv {0}x{0} (FC)".format(k) if fully_conv else "Linear"
+    fc1 = "Conv {0}x{0} (FC{1})".format(k, f" dil {dil}" if dil > 1 and k > 1 else "") \
+        if fully_conv else "Linear"
     fc23 = "Conv 1x1 (FC)" if fully_conv else "Linear"
     spatial = oh * ow
     rows += [
@@ -87,9 +101,9 @@ def total_params(config: VGGConfig) -> int:
 
 
 def total_macs(config: VGGConfig, input_size: tuple[int, int] | int | None = None,
-               fully_conv: bool = False) -> int:
+               fully_conv: bool = False, dense_stride: int = NET_STRIDE) -> int:
     """Multiply-adds of one forward pass on one image (FLOPs are twice this)."""
-    return sum(r.macs for r in summarize(config, input_size, fully_conv))
+    return sum(r.macs for r in summarize(config, input_size, fully_conv, dense_stride))
 
 
 def human(n: float, unit: str = "") -> str:
