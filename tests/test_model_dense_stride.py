@@ -303,3 +303,29 @@ def test_dense_net_follows_its_net() -> None:
     fcn.eval()
     assert "stride=8" in repr(fcn)
     assert fcn.predict(torch.rand(1, 3, 45, 71) * 255).shape == (1, 3, *fcn.map_size(45, 71))
+
+
+def test_resolve_dense_stride_auto_and_given() -> None:
+    from vgg.model import resolve_dense_stride
+
+    assert resolve_dense_stride(None, 32) == 4 and resolve_dense_stride("auto", 64) == 8
+    assert resolve_dense_stride(16, 32) == 16
+    with pytest.raises(ConfigError, match="dense_stride"):
+        resolve_dense_stride(3, 32)
+
+
+def test_dense_stride_flag() -> None:
+    import argparse
+
+    from vgg.cli import Parser, add_dense_stride_flag
+
+    p = Parser(prog="x")
+    add_dense_stride_flag(p)
+    assert p.parse_args([]).dense_stride is None
+    assert p.parse_args(["--dense-stride", "auto"]).dense_stride is None
+    assert p.parse_args(["--dense-stride", "8"]).dense_stride == 8
+    for bad in ("3", "64", "x", "0"):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["--dense-stride", bad])
+        assert e.value.code == 2
+    assert isinstance(p, argparse.ArgumentParser)

@@ -70,6 +70,15 @@ def default_dense_stride(crop: int) -> int:
     return max(s for s in DENSE_STRIDES if s * POSITIONS_PER_WINDOW <= crop)
 
 
+def resolve_dense_stride(stride: int | str | None, crop: int) -> int:
+    """The output stride at which a net trained at ``crop`` is applied densely: ``None`` or
+    ``"auto"`` give :func:`default_dense_stride` (the paper's geometry), anything else must
+    be a divisor of 32 (:func:`check_dense_stride`)."""
+    if stride is None or stride == "auto":
+        return default_dense_stride(crop)
+    return check_dense_stride(stride)
+
+
 @dataclass(frozen=True)
 class NetShape:
     """The settings that fix a net's layers, shared by :class:`VGGConfig` and the

@@ -159,6 +159,30 @@ def add_inference_flags(p: argparse.ArgumentParser, precision: str = "fp32") -> 
     add_precision_flag(p, precision)
 
 
+def dense_stride(text: str) -> int | None:
+    """argparse type of --dense-stride: ``auto`` (None: the default for the net's crop) or a
+    divisor of 32."""
+    from ..model import DENSE_STRIDES
+
+    if text == "auto":
+        return None
+    v = positive_int(text)
+    if v not in DENSE_STRIDES:
+        raise argparse.ArgumentTypeError(
+            f"must be auto or a divisor of 32 ({', '.join(map(str, DENSE_STRIDES))}), got {v}")
+    return v
+
+
+def add_dense_stride_flag(p: argparse._ActionsContainer) -> None:
+    """``--dense-stride``: the output stride of dense application (Sect. 3.2, SPEC 6b)."""
+    p.add_argument("--dense-stride", type=dense_stride, default=None, metavar="N",
+                   help="output stride of dense application, in pixels of the rescaled "
+                        "image: a divisor of 32 or auto (default): the largest divisor of 32 "
+                        "at most crop/7, which keeps the paper's ~7 positions per window side "
+                        "(crop 224 -> 32, 128 -> 16, 64 -> 8, 32 -> 4); finer strides cost "
+                        "more multiply-adds (docs/evaluation.md)")
+
+
 def add_precision_flag(p: argparse.ArgumentParser, default: str) -> None:
     from ..precision import PRECISION_HELP, PRECISIONS
 
