@@ -34,7 +34,7 @@ def run_variant(variant: str, width: float, fc_width: int, crop: int, batch: int
     from vgg.data.transforms import ColourStats, DeviceAugment
     from vgg.model import build
     from vgg.preprocess import Preprocess
-    from vgg.train.loop import param_groups
+    from vgg.train.build import param_groups
     from vgg.train.task import ClassificationTask
 
     torch.set_num_threads(threads)

@@ -15,16 +15,17 @@ import pytest
 import torch
 
 import vgg.train.checkpoint as run_ckpt
-import vgg.train.loop as loop
 from vgg.checkpoint import load_checkpoint, load_model, save_checkpoint
 from vgg.cli import build_parser, main
 from vgg.cli.train import config_from_args
 from vgg.data.folders import index_split
 from vgg.data.synthetic import make_shapes_dataset
 from vgg.errors import CheckpointError, ConfigError
+from vgg.model import build
 from vgg.preprocess import Preprocess
 from vgg.train import (TrainConfig, TrainingDiverged, load_yaml, resolve, resume,
                        resume_config, train)
+from vgg.train.build import param_groups
 from vgg.train.task import ClassificationTask, shard
 
 
@@ -87,20 +88,20 @@ def test_accumulation_equals_whole_batch(data: Path, tmp_path: Path) -> None:
 def test_training_changes_weights_and_biases_not_decayed(data: Path, tmp_path: Path) -> None:
     # a real run changes every layer
     r = train(tiny(data, tmp_path / "run", init="kaiming"))
-    init = loop.build("A", width=1 / 16, fc_width=32, crop=32, num_classes=3, init="kaiming",
-                      generator=torch.Generator().manual_seed(0)).state_dict()
+    init = build("A", width=1 / 16, fc_width=32, crop=32, num_classes=3, init="kaiming",
+                 generator=torch.Generator().manual_seed(0)).state_dict()
     after = weights(r.last_path)
     for k in init:
         if k.endswith("weight"):
             assert not torch.equal(init[k], after[k]), f"{k} did not change"
     # weight decay alone (zero gradient): weights shrink by lr * wd, biases do not move
-    model = loop.build("A", width=1 / 16, fc_width=32, crop=32, num_classes=3, init="kaiming")
+    model = build("A", width=1 / 16, fc_width=32, crop=32, num_classes=3, init="kaiming")
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 1:
                 p.fill_(1.0)
     old = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.SGD(loop.param_groups(model, 0.5, decay_biases=False), lr=0.1)
+    opt = torch.optim.SGD(param_groups(model, 0.5, decay_biases=False), lr=0.1)
     (sum(p.sum() for p in model.parameters()) * 0.0).backward()
     opt.step()
     for n, p in model.named_parameters():
@@ -108,7 +109,7 @@ def test_training_changes_weights_and_biases_not_decayed(data: Path, tmp_path: P
             assert torch.equal(p, old[n]), f"bias {n} was decayed"
         else:
             torch.testing.assert_close(p, old[n] * (1 - 0.1 * 0.5))
-    opt = torch.optim.SGD(loop.param_groups(model, 0.5, decay_biases=True), lr=0.1)
+    opt = torch.optim.SGD(param_groups(model, 0.5, decay_biases=True), lr=0.1)
     b = model.classifier[0].bias.detach().clone()
     opt.zero_grad()
     (sum(p.sum() for p in model.parameters()) * 0.0).backward()

@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..train.task import Task, shard, val_precision
+from ..train.task import Task, TaskContext, val_precision
 from .boxes import box_iou, class_params, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
     from ..data.folders import ImageIndex
     from ..model import VGG
-    from ..train.loop import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -100,32 +99,33 @@ class LocalisationTask(Task):
         return box_loss(out, batch["boxes"], batch["box_labels"], batch["box_valid"],
                         self.cfg.head)
 
-    def validate(self, trainer: Trainer) -> dict[str, float]:
+    def validate(self, model: VGG, val_index: ImageIndex, ctx: TaskContext
+                 ) -> dict[str, float]:
         from .evaluate import LocNet, simple_protocol
 
         cfg = self.cfg
-        part = shard(trainer.val_index, trainer.dist.rank, trainer.dist.world_size)
+        part = ctx.shard(val_index)
         sums = torch.zeros(5, dtype=torch.float64)  # loss, right, iou, n, bad
         if len(part):
             losses: list[float] = []
-            net = LocNet(trainer.model, "validation", list(cfg.scale), cfg.tune,
+            net = LocNet(model, "validation", list(cfg.scale), cfg.tune,
                          self.mean_box)
             r = simple_protocol(net, part, cfg.test_scale, batch_size=cfg.val_batch or 16,
-                                device=trainer.device, workers=cfg.workers,
+                                device=ctx.device, workers=cfg.workers,
                                 precision=val_precision(cfg.amp), progress=False,
                                 allow_empty=True,
-                                on_bad=trainer.note_bad, losses=losses)
+                                on_bad=ctx.note_bad, losses=losses)
             if r.n_images:
                 sums[0] = sum(losses)
                 sums[1] = round(r.n_images * (1.0 - r.top1_err))
                 sums[2] = r.mean_iou() * r.n_images
                 sums[3] = r.n_images
             sums[4] = len(r.skipped)
-            trainer.model.train()
-        return trainer.sum_over_ranks(sums, ["val_loss", "val_loc_err", "val_mean_iou",
-                                             "val_images", "val_bad"])
+            model.train()
+        return ctx.sum_over_ranks(sums, ["val_loss", "val_loc_err", "val_mean_iou",
+                                         "val_images", "val_bad"])
 
-    def meta(self, trainer: Trainer) -> dict[str, Any]:
+    def meta(self) -> dict[str, Any]:
         return {"mean_box": list(self.mean_box), "tune": self.cfg.tune,
                 "head": self.cfg.head}
 

@@ -293,6 +293,25 @@ def resume_config(run: str | os.PathLike[str], given: dict[str, Any] | None = No
     return resolve(merged)
 
 
+def check_resume(cfg: TrainConfig) -> None:
+    """A config that resumes ``cfg.resume`` must carry that run's recipe: build it with
+    :func:`resume_config` (what ``vgg train --resume`` and :func:`vgg.train.resume` do);
+    any other difference is refused, naming it."""
+    from ..errors import CheckpointError
+
+    run = Path(cfg.resume)  # type: ignore[arg-type]
+    saved_path = run / "config.yaml"
+    if not saved_path.is_file():
+        raise CheckpointError(f"--resume: {run} has no config.yaml (not a vgg train run)")
+    saved = resolve(load_yaml(saved_path))
+    skip = set(RESUME_OVERRIDABLE) | {"resume", "out", "overwrite"}
+    changed = sorted(n for n in FIELDS - skip if getattr(cfg, n) != getattr(saved, n))
+    if changed:
+        raise ConfigError(f"resuming {run} with settings that differ from its config.yaml: "
+                          f"{', '.join(changed)}; use vgg.train.resume({str(run)!r}, ...) "
+                          f"(only {', '.join(RESUME_OVERRIDABLE)} may change)")
+
+
 def save_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
     from ..checkpoint import atomic_write
 

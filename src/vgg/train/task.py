@@ -1,12 +1,16 @@
 """What a training run learns, apart from the loop itself: the data, the loss and the
-validation protocol. Classification (Sect. 3.1) is here; localisation (Appendix A) is
-``vgg.localize.task.LocalisationTask``. Both run through the same trainer
-(``vgg.train.loop``), so checkpoints, resume, DDP, schedules and logs are shared."""
+validation protocol. The base :class:`Task` and classification (Sect. 3.1) are here;
+localisation (Appendix A) is ``vgg.localize.task.LocalisationTask``; ``vgg.tasks`` picks
+the task of a config. The trainer (``vgg.train.loop``) is given its task, and a task sees
+the run only through a :class:`TaskContext` (the device, its share of the processes, a sum
+over them, the bad-image log), so checkpoints, resume, DDP, schedules and logs are shared
+and no task reaches into the trainer."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,12 +18,38 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VggError
+from . import distributed as D
 
 if TYPE_CHECKING:
     from ..data.folders import ImageIndex
+    from ..data.loaders import BadImages
     from ..model import VGG
     from .config import TrainConfig
-    from .loop import Trainer
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task may use of the run it is in: the device, this process's place among
+    the processes (``dist``), a sum over them and the run's log of unreadable images."""
+
+    device: torch.device
+    dist: D.DistInfo
+    bad_images: BadImages
+
+    def note_bad(self, path: str, reason: str) -> None:
+        """Warn about an unreadable image once per run (stats pass, epochs, validation)."""
+        self.bad_images.note(path, reason)
+
+    def sum_over_ranks(self, sums: torch.Tensor, names: list[str]) -> dict[str, float]:
+        """Sum counts over the processes, then turn them into errors and means
+        (:func:`error_sums`)."""
+        t = sums.to(self.device) if self.dist.enabled else sums
+        D.all_reduce_sum(t, self.dist)
+        return error_sums(names, t.cpu().tolist())
+
+    def shard(self, index: ImageIndex) -> ImageIndex:
+        """This process's share of ``index`` (:func:`shard`)."""
+        return shard(index, self.dist.rank, self.dist.world_size)
 
 
 class Task(ABC):
@@ -63,14 +93,15 @@ class Task(ABC):
         that accumulation and data parallelism give the same gradient."""
 
     @abstractmethod
-    def validate(self, trainer: Trainer) -> dict[str, float]:
-        """This epoch's validation numbers, summed over the processes (``primary`` among
-        them)."""
+    def validate(self, model: VGG, val_index: ImageIndex, ctx: TaskContext
+                 ) -> dict[str, float]:
+        """This epoch's validation numbers of ``model`` on ``val_index`` (each process
+        takes its ``ctx.shard``), summed over the processes (``primary`` among them)."""
 
     def train_mode(self, model: VGG) -> None:
         model.train()
 
-    def meta(self, trainer: Trainer) -> dict[str, Any]:
+    def meta(self) -> dict[str, Any]:
         """Facts the task adds to every checkpoint's ``meta``."""
         return {}
 
@@ -104,20 +135,21 @@ class ClassificationTask(Task):
         hits = (out.detach().argmax(1) == labels).sum()
         return loss, hits, torch.tensor(float(len(labels)), device=out.device)
 
-    def validate(self, trainer: Trainer) -> dict[str, float]:
+    def validate(self, model: VGG, val_index: ImageIndex, ctx: TaskContext
+                 ) -> dict[str, float]:
         from ..eval.evaluate import EvalNet, evaluate
         from ..eval.metrics import topk_error
 
         cfg = self.cfg
-        part = shard(trainer.val_index, trainer.dist.rank, trainer.dist.world_size)
+        part = ctx.shard(val_index)
         sums = torch.zeros(5, dtype=torch.float64)  # loss, top-1 right, top-5 right, n, bad
         if len(part):
-            net = EvalNet(trainer.model, "validation", list(cfg.scale))
+            net = EvalNet(model, "validation", list(cfg.scale))
             r = evaluate(net, part, method=cfg.val_method, scales=[cfg.test_scale],
-                         batch_size=cfg.val_batch or 16, device=trainer.device,
+                         batch_size=cfg.val_batch or 16, device=ctx.device,
                          workers=cfg.workers, precision=val_precision(cfg.amp),
                          progress=False,
-                         allow_empty=True, on_bad=trainer.note_bad)
+                         allow_empty=True, on_bad=ctx.note_bad)
             n = r.n_images
             if n:
                 p = np.asarray(r.posteriors, dtype=np.float64)
@@ -127,17 +159,8 @@ class ClassificationTask(Task):
                 sums[2] = round(n * (1.0 - topk_error(p, r.labels, 5)))
                 sums[3] = n
             sums[4] = len(r.skipped)
-        return trainer.sum_over_ranks(sums, ["val_loss", "val_top1_err", "val_top5_err",
-                                             "val_images", "val_bad"])
-
-
-def task_for(cfg: TrainConfig) -> Task:
-    """The task of a run: classification, or localisation for an SCR / PCR head."""
-    if cfg.is_localisation:
-        from ..localize.task import LocalisationTask
-
-        return LocalisationTask(cfg)
-    return ClassificationTask(cfg)
+        return ctx.sum_over_ranks(sums, ["val_loss", "val_top1_err", "val_top5_err",
+                                         "val_images", "val_bad"])
 
 
 def error_sums(names: Sequence[str], sums: Sequence[float]) -> dict[str, float]:
