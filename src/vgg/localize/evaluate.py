@@ -41,9 +41,11 @@ import torch
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, require_head
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
-from ..eval.evaluate import (EvalNet, RescaledImages, as_net, check_scales,
-                             default_scales, evaluate, image_ids, normalise)
+from ..data.index import image_ids
+from ..data.rescaled import RescaledImages, normalise
+from ..eval.evaluate import EvalNet, as_net, evaluate
 from ..eval.multicrop import center_crop
+from ..eval.scales import check_scales, default_scales
 from ..model import VGG
 from ..precision import resolve_precision
 from ..settings import MAX_BATCH, check_float, check_int, check_workers

@@ -398,7 +398,7 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
     extraction must share. ``ids``: the row ids
     (default: paths relative to the index root). Unreadable images are reported to
     ``on_bad`` once, left out and listed in ``Features.skipped``."""
-    from ..eval.evaluate import image_ids
+    from ..data.index import image_ids
 
     check_combine(combine)
     batch_size = check_int("batch", batch_size, 1, MAX_BATCH)
@@ -446,7 +446,7 @@ def _extract(nets: list[FeatureNet], index: Any, qs: list[int], combine: str, la
              targets: np.ndarray, ignore: np.ndarray | None, dims: list[int],
              key: dict[str, Any], on_bad: Callable[[str, str], None] | None,
              desc: str) -> Features:
-    from ..eval.evaluate import RescaledImages, _warn_bad, normalise
+    from ..data.rescaled import RescaledImages, normalise, warn_unreadable as _warn_bad
 
     n_img = len(ids)
     desc_at = {(j, q): np.zeros((n_img, d), np.float32) for j, d in enumerate(dims) for q in qs}
