@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vgg.data import Box, index_folder, index_split, load_boxes
-from vgg.data.annotations import csv_kind, parse_voc_xml
+from vgg.data.box_formats import csv_kind, parse_voc_xml
 from vgg.errors import DataError
 
 

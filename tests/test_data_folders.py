@@ -10,7 +10,8 @@ from PIL import Image
 
 from vgg.data import (ImageDataset, RescaleTransform, index_csv, index_folder, index_split,
                       read_voc_xml)
-from vgg.data.folders import Box, write_voc_xml
+from vgg.data.box_formats import write_voc_xml
+from vgg.data.boxes import Box
 from vgg.errors import DataError
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -163,70 +164,6 @@ def test_subset_keeps_metadata(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ review fixes (B)
-
-def test_symlinked_folders_are_followed_once_and_cycles_skipped(tmp_path: Path,
-                                                                caplog) -> None:
-    import logging
-
-    root = tmp_path / "data"
-    for c in ("a", "b"):
-        for i in range(2):
-            _jpg(root / c / f"{i}.jpg")
-    outside = tmp_path / "outside"
-    _jpg(outside / "x.jpg")
-    (root / "a" / "loop").symlink_to(root)                # an ancestor: a cycle
-    (root / "a" / "b_again").symlink_to(root / "b")       # another class's folder
-    (root / "b" / "ext").symlink_to(outside)              # a new real folder: followed
-    (root / "a" / "linked.jpg").symlink_to(outside / "x.jpg")  # a symlinked FILE is fine
-    with caplog.at_level(logging.WARNING, logger="vgg.data"):
-        idx = index_folder(root)
-    got = sorted((str(p.relative_to(root)), c) for p, c in idx.samples)
-    assert got == [("a/0.jpg", 0), ("a/1.jpg", 0), ("a/linked.jpg", 0),
-                   ("b/0.jpg", 1), ("b/1.jpg", 1), ("b/ext/x.jpg", 1)]
-    msgs = [r.getMessage() for r in caplog.records]
-    assert sum("loop" in m for m in msgs) == 1 and sum("b_again" in m for m in msgs) == 1
-    assert any("cycle" in m for m in msgs if "loop" in m)
-
-
-def test_images_with_unknown_extensions_are_sniffed(tmp_path: Path, caplog) -> None:
-    import logging
-
-    for c in ("a", "b"):
-        _jpg(tmp_path / c / "ok.jpg")
-    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "photo.jpg.1", "JPEG")
-    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "download.jpg_large", "JPEG")
-    Image.new("RGB", (8, 8)).save(tmp_path / "b" / "noextension", "PNG")
-    Image.new("RGB", (8, 8)).save(tmp_path / "b" / "pic.dat", "BMP")
-    (tmp_path / "a" / "notes.txt").write_text("BM is not enough to be a bitmap")
-    (tmp_path / "b" / "blob.bin").write_bytes(b"\x00" * 40)
-    (tmp_path / "b" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: silent
-    with caplog.at_level(logging.WARNING, logger="vgg.data"):
-        idx = index_folder(tmp_path)
-    names = sorted(p.name for p in idx.paths)
-    assert names == ["download.jpg_large", "noextension", "ok.jpg", "ok.jpg", "photo.jpg.1",
-                     "pic.dat"]
-    msgs = [r.getMessage() for r in caplog.records]
-    assert len(msgs) == 1 and "2 files" in msgs[0] and "notes.txt" in msgs[0]
-    assert "DS_Store" not in msgs[0]
-
-
-def test_list_images_reports_what_it_skipped(tmp_path: Path) -> None:
-    from vgg.data.folders import list_images
-
-    _jpg(tmp_path / "d" / "a.jpg")
-    (tmp_path / "d" / "sub").mkdir()
-    Image.new("RGB", (8, 8)).save(tmp_path / "d" / "sub" / "b.jfif", "JPEG")
-    (tmp_path / "d" / "readme.md").write_text("# hi")
-    Image.new("RGB", (8, 8)).save(tmp_path / "single.image", "PNG")
-    (tmp_path / "text.log").write_text("no")
-    images, skipped = list_images([tmp_path / "d", tmp_path / "single.image",
-                                   tmp_path / "missing.jpg", tmp_path / "text.log"])
-    assert [p.relative_to(tmp_path).as_posix() for p in images] == [
-        "d/a.jpg", "d/sub/b.jfif", "single.image"]
-    why = {p.name: r for p, r in skipped}
-    assert set(why) == {"readme.md", "missing.jpg", "text.log"}
-    assert "not found" in why["missing.jpg"] and "not an image" in why["text.log"]
-
 
 def test_one_list_of_image_extensions() -> None:
     from vgg.data import decode, folders

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vgg.eval import center_posteriors, dense_posteriors, grid_crops, grid_offsets, \
-    multicrop_posteriors, size_buckets
+    multicrop_posteriors
 from vgg.eval.dense import score_posteriors
 
 from _eval_util import tiny_net
@@ -113,13 +113,3 @@ def test_multicrop_with_fully_conv_net_matches_fc_net() -> None:
         torch.testing.assert_close(multicrop_posteriors(m, x, 32),
                                    multicrop_posteriors(m.to_fully_conv(), x, 32))
 
-
-def test_size_buckets() -> None:
-    sizes = [(32, 40), (40, 32), (32, 40), (32, 40), (40, 32)]
-    b = size_buckets(sizes, 2)
-    assert sorted(i for bb in b for i in bb) == list(range(5))
-    for bb in b:
-        assert len(bb) <= 2 and len({sizes[i] for i in bb}) == 1
-    assert b == [[0, 2], [3], [1, 4]]
-    with pytest.raises(ValueError):
-        size_buckets(sizes, 0)

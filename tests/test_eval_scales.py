@@ -2,7 +2,7 @@ import pytest
 
 from vgg.errors import ConfigError
 from vgg.eval import default_scales, parse_scales
-from vgg.eval.evaluate import check_scales, crop_train_scale
+from vgg.eval.scales import check_scales, crop_train_scale
 
 
 def test_paper_rules_at_224() -> None:

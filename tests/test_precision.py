@@ -21,7 +21,7 @@ from vgg.data.folders import index_split
 from vgg.errors import ConfigError
 from vgg.report import loc_table, paper_table
 from vgg.eval import evaluate, fuse_results
-from vgg.eval.evaluate import result_from_posteriors
+from vgg.eval.results import result_from_posteriors
 from vgg.eval.fusion import Posteriors
 
 from _eval_util import CLASSES, make_images, save_net, tiny_net

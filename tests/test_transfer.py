@@ -152,7 +152,7 @@ def test_extraction_continues_after_an_interruption(tmp_path: Path,
     out = tmp_path / "f.npz"
     monkeypatch.setattr(F, "SHARD_IMAGES", 2)
     import importlib
-    E = importlib.import_module("vgg.eval.evaluate")
+    E = importlib.import_module("vgg.data.rescaled")
     real = E.RescaledImages.batches
     seen = {"n": 0}
 

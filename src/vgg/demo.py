@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ def sniff_image_format(path: str | Path) -> str | None:
 class Region(NamedTuple):
     """A box of an image file, usable wherever an image path is (``image_size``,
     ``decode_with_size`` and so every transform): the region's pixels are the image.
-    ``box`` = (x0, y0, x1, y1) in 0-based pixel edges (``vgg.data.annotations.Box``'s
+    ``box`` = (x0, y0, x1, y1) in 0-based pixel edges (``vgg.data.boxes.Box``'s
     convention), rounded to whole pixels and clipped to the image when read; a box with
     no pixel inside the image is a bad image (``BadImageError``), reported like one."""
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import BadImageError, DataError
 from .decode import image_size
-from .folders import ImageIndex
+from .index import ImageIndex
 
 log = logging.getLogger(__name__)
 

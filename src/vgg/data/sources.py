@@ -30,7 +30,10 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from ..settings import MAX_SEED, check_float, check_int, check_str
-from .folders import ImageIndex, has_split, index_folder, index_list, index_split
+from .folders import has_split, index_split
+from .imagefolder import index_folder
+from .index import ImageIndex
+from .lists import index_list
 from .split import split_index
 
 log = logging.getLogger(__name__)

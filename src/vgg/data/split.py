@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..progress import Progress
-from .folders import ImageIndex, index_folder
+from .imagefolder import index_folder
+from .index import ImageIndex
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,9 @@ import numpy as np
 from ..errors import BadImageError, DataError
 from ..progress import Progress
 from .decode import decode_image
-from .folders import ImageIndex, has_split, index_folder, index_split
+from .folders import has_split, index_split
+from .imagefolder import index_folder
+from .index import ImageIndex
 from .loaders import BadImages
 from .transforms import ColourStats
 

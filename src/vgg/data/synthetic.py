@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigError
-from .folders import Box, write_voc_xml
+from .box_formats import write_voc_xml
+from .boxes import Box
 
 log = logging.getLogger(__name__)
 

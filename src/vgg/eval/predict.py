@@ -18,8 +18,9 @@ from ..errors import BadImageError, ConfigError
 from ..precision import resolve_precision
 from ..progress import Progress
 from .dense import dense_posteriors
-from .evaluate import EvalNet, as_net, check_scales, default_scales
+from .evaluate import EvalNet, as_net
 from .multicrop import center_posteriors
+from .scales import check_scales, default_scales
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,13 @@ import torch
 
 from ..checkpoint import Checkpoint, require_head
 from ..devices import pick_device
+from ..data.index import image_ids
+from ..data.rescaled import RescaledImages, normalise
 from ..errors import ConfigError, DataError
-from ..eval.evaluate import (EvalNet, RescaledImages, as_net, check_scales,
-                             default_scales, evaluate, image_ids, normalise, scale_label,
-                             train_scale_of)
+from ..eval.evaluate import EvalNet, as_net, evaluate, scale_label, train_scale_of
 from ..eval.metrics import top_classes
 from ..eval.multicrop import center_crop
+from ..eval.scales import check_scales, default_scales
 from ..model import VGG
 from ..precision import resolve_precision
 from ..settings import MAX_BATCH, check_float, check_int, check_workers

@@ -354,7 +354,7 @@ class Trainer:
         except Exception as e:  # a plot must never lose a finished run
             log.warning("could not write the training curves: %s", e)
 
-    def _end_epoch(self, acc: dict[str, float], writers: _Writers) -> dict[str, Any]:
+    def _end_epoch(self, acc: dict[str, float], writers: Writers) -> dict[str, Any]:
         epoch = self.position.epoch
         lr = self._lr
         self._check_weights()  # every rank holds the same weights: all stop together

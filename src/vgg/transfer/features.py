@@ -455,7 +455,7 @@ def extract_with(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathL
                  desc: str = "features") -> Features:
     """:func:`extract_features` with its settings in ``opts`` (``opts.cache`` is not used:
     ``out`` names the file)."""
-    from ..eval.evaluate import image_ids
+    from ..data.index import image_ids
 
     check_combine(opts.combine)
     batch_size = check_int("batch", opts.batch_size, 1, MAX_BATCH)
@@ -499,7 +499,7 @@ def _extract(nets: list[FeatureNet], index: Any, run: ExtractOptions, ids: list[
              desc: str) -> Features:
     """The extraction itself, with ``run``'s settings resolved by :func:`extract_with`
     (``scales`` checked and sorted, ``device``, ``workers`` and ``precision`` decided)."""
-    from ..eval.evaluate import RescaledImages, _warn_bad, normalise
+    from ..data.rescaled import RescaledImages, normalise, warn_unreadable as _warn_bad
 
     qs, layer = list(run.scales or ()), run.layer
     prec = resolve_precision(run.precision, run.device)  # resolved: the same Precision

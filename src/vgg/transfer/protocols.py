@@ -424,7 +424,7 @@ def run_splits(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOp
         report_test = f"{tpc} other images per class"
     used = np.unique(np.concatenate([np.concatenate(d) for d in draws]))
     sub = index.subset(used)
-    from ..eval.evaluate import image_ids
+    from ..data.index import image_ids
     all_ids = image_ids(index)
     outcomes, skipped = [], {}
     for label, tag, fnets in _feature_sets(nets, baseline, seed):
@@ -477,7 +477,7 @@ def box_index(index: Any) -> tuple[Any, list[str], list[str]]:
     the box's class): (index of boxes, their ids ``image#k``, the id of each box's image)."""
     from ..data.decode import Region
     from ..data.folders import ImageIndex
-    from ..eval.evaluate import image_ids
+    from ..data.index import image_ids
 
     pos = {c: k for k, c in enumerate(index.classes)}
     ids = image_ids(index)
