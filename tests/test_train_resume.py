@@ -179,3 +179,20 @@ def test_two_runs_on_one_folder_the_second_refuses(data: Path, tmp_path: Path,
         proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert load_checkpoint(run / "last.pt").train_state["global_step"] >= 1
+
+
+def test_resume_with_more_epochs_does_not_make_the_cosine_rate_jump(
+        data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 24 item 7: a finished 2-epoch cosine run extended to 4 epochs goes on at the
+    rate it ended with (near 0, said in a warning), instead of jumping back up to the
+    middle of a recomputed 4-epoch curve."""
+    import logging
+
+    run = tmp_path / "run"
+    train(cfg_of(flags(data, run, epochs=2, schedule="cosine")))
+    with caplog.at_level(logging.INFO, logger="vgg"):
+        res = resume(run, epochs=4, progress=False)
+    lrs = [h["lr"] for h in res.history]
+    assert len(lrs) == 4 and lrs[2] <= lrs[1] and lrs[3] <= lrs[1]  # main: 0.0125 > 0.0033
+    assert "--epochs 4 changes the run's end" in caplog.text
+    assert "annealed to under 1% of --lr" in caplog.text

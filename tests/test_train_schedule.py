@@ -105,3 +105,48 @@ def test_step_schedule_divides_evenly_and_plateau_warmup() -> None:
     with pytest.raises(ConfigError, match="cosine"):
         LrSchedule.make("step", 0.1, 0.1, 0, 0.0, 3, 50, 0).load_state_dict(
             LrSchedule.make("cosine", 0.1, 0.1, 0, 0.0, 3, 50, 0).state_dict())
+
+
+@pytest.mark.parametrize("kind", ["cosine", "step"])
+@pytest.mark.parametrize("new_total", [200, 60])
+def test_resume_with_another_horizon_keeps_the_rate_and_ends_at_the_new_end(
+        kind: str, new_total: int) -> None:
+    """Issue 24 item 7: `--resume RUN --epochs N` (another horizon) must not make the rate
+    jump; the rest of the curve is stretched (or squeezed) to the new end."""
+    from vgg.train import LrSchedule
+
+    def make(total: int) -> LrSchedule:
+        return LrSchedule.make(kind, 0.1, 0.1, 2, 1e-3, 3, total_steps=total, warmup_steps=10)
+
+    old = make(100)
+    r0 = 50  # the run stopped here
+    new = make(new_total)
+    assert new.load_state_dict(old.state_dict(), step=r0) is True
+    assert new.lr_at(r0) == pytest.approx(old.lr_at(r0))  # no jump (main: 0.085 vs 0.05)
+    lrs = [new.lr_at(t) for t in range(r0, new_total)]
+    assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:]))  # still annealing
+    if kind == "cosine":
+        assert lrs[-1] < 0.03 * old.lr_at(r0)
+        assert new.lr_at(new_total) == 0.0
+    else:  # the decreases not yet passed (2 of 3) are spread over what remains
+        assert old.lr_at(r0) == pytest.approx(0.01) and lrs[-1] == pytest.approx(1e-4)
+        assert sorted(set(round(v, 9) for v in lrs)) == pytest.approx([1e-4, 1e-3, 1e-2])
+    # the re-anchored schedule is saved and resumes exactly (same horizon: no re-anchor)
+    again = make(new_total)
+    assert again.load_state_dict(new.state_dict(), step=r0 + 7) is False
+    assert [again.lr_at(t) for t in range(r0, new_total)] == pytest.approx(lrs)
+    # the same horizon keeps the curve as it was
+    same = make(100)
+    assert same.load_state_dict(old.state_dict(), step=r0) is False
+    assert [same.lr_at(t) for t in range(100)] == [old.lr_at(t) for t in range(100)]
+
+
+def test_resume_with_another_horizon_during_warmup_finishes_the_warmup() -> None:
+    from vgg.train import LrSchedule
+
+    old = LrSchedule.make("cosine", 0.1, 0.1, 2, 1e-3, 3, total_steps=100, warmup_steps=10)
+    new = LrSchedule.make("cosine", 0.1, 0.1, 2, 1e-3, 3, total_steps=300, warmup_steps=10)
+    new.load_state_dict(old.state_dict(), step=4)
+    assert [new.lr_at(t) for t in range(4, 11)] == pytest.approx(
+        [old.lr_at(t) for t in range(4, 11)])  # the warm-up to 0.1 is not changed
+    assert new.lr_at(155) == pytest.approx(0.05, rel=1e-6)  # half-way to the new end

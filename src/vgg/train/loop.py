@@ -164,7 +164,7 @@ class Trainer:
     def _restore(self, ts: dict[str, Any]) -> None:
         try:
             self.optimizer.load_state_dict(ts["optimizer"])
-            self.schedule.load_state_dict(ts["schedule"])
+            rehorizoned = self.schedule.load_state_dict(ts["schedule"], ts["global_step"])
             self.position = Position(ts["epoch"], ts["step"], ts["global_step"])
             self.history = list(ts.get("history") or [])
             self.epoch_acc = dict(ts.get("epoch_acc") or {})
@@ -177,6 +177,15 @@ class Trainer:
         primary = self.task.primary
         errs = [h[primary] for h in self.history if h.get(primary) is not None]
         self.best_err = min(errs) if errs else None
+        if rehorizoned:  # docs/training.md: resuming with another --epochs
+            log.info("%s schedule: --epochs %d changes the run's end; the rate goes on from "
+                     "%.3g and now reaches the end of its curve at epoch %d", self.cfg.schedule,
+                     self.cfg.epochs, self.schedule.lr_at(self.position.global_step),
+                     self.cfg.epochs)
+            if self.schedule.lr_at(self.position.global_step) < 0.01 * self.cfg.lr:
+                log.warning("the rate had already annealed to under 1%% of --lr: the added "
+                            "epochs train at that rate; to train on at a higher one, start a "
+                            "new run with --finetune-from %s/last.pt --lr ...", self.run_dir)
         log.info("resuming %s at epoch %d, step %d", self.run_dir, self.position.epoch + 1,
                  self.position.step)
 

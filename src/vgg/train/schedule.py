@@ -86,8 +86,15 @@ class LrSchedule:
 
     For a budget fixed in advance (a few epochs on a laptop) cosine anneals properly
     where the plateau schedule may never fire; the paper's 74-epoch runs use plateau.
-    The rate is a function of (global step, plateau state) only, so a resumed run gets
-    the same rates as an uninterrupted one.
+    The rate is a function of (global step, plateau state, anchor) only, so a resumed
+    run gets the same rates as an uninterrupted one.
+
+    A resume with another horizon (``--epochs`` changed, so ``total_steps`` differs from
+    the saved one) never makes the rate jump: the schedule is re-anchored at the step it
+    resumes from (or the end of the warm-up, if later), keeping the rate it had there, and
+    the rest of the curve is stretched (or squeezed) to the new end: cosine from that rate
+    to 0, step with the decreases not yet passed spaced evenly over what remains
+    (:meth:`load_state_dict`). ``anchor`` is ``(step, multiplier, decreases passed)``.
     """
 
     kind: str
@@ -95,6 +102,7 @@ class LrSchedule:
     total_steps: int = 1
     warmup_steps: int = 0
     _base: float = 0.0  # the initial lr of cosine / step (the plateau keeps its own)
+    anchor: tuple[int, float, int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("plateau", "cosine", "step"):
@@ -113,14 +121,18 @@ class LrSchedule:
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         if self.kind == "plateau":
             return self.plateau.lr * warm
-        base = self._base
-        t = min(max(step - self.warmup_steps, 0), self.total_steps - self.warmup_steps)
-        span = max(1, self.total_steps - self.warmup_steps)
+        return self._base * warm * self._shape(step)[0]
+
+    def _shape(self, step: int) -> tuple[float, int]:
+        """(multiplier of the base rate after warm-up, step decreases passed) at ``step``."""
+        start, scale, passed0 = self.anchor or (self.warmup_steps, 1.0, 0)
+        t = min(max(step - start, 0), max(0, self.total_steps - start))
+        span = max(1, self.total_steps - start)
         if self.kind == "cosine":
-            return base * warm * 0.5 * (1.0 + math.cos(math.pi * t / span))
-        n = self.plateau.max_decreases
+            return scale * 0.5 * (1.0 + math.cos(math.pi * t / span)), 0
+        n = self.plateau.max_decreases - passed0
         passed = sum(1 for i in range(1, n + 1) if t >= span * i / (n + 1))
-        return base * warm * self.plateau.factor ** passed
+        return scale * self.plateau.factor ** passed, passed0 + passed
 
     def epoch_end(self, val_err: float) -> str:
         """Record one epoch's validation error. Plateau: see :meth:`PlateauSchedule.step`;
@@ -136,17 +148,35 @@ class LrSchedule:
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps, "base_lr": self._base,
+                "anchor": list(self.anchor) if self.anchor else None,
                 "plateau": self.plateau.state_dict()}
 
-    def load_state_dict(self, d: dict[str, Any]) -> None:
+    def load_state_dict(self, d: dict[str, Any], step: int | None = None) -> bool:
+        """Restore a saved schedule. ``step`` is the global step the run resumes at: when
+        the saved horizon (``total_steps``) differs from this schedule's, cosine and step
+        are re-anchored there so that the rate goes on from where it was, without a jump,
+        and reaches the end of its curve at the new horizon. Returns True when it did."""
         if "kind" not in d:  # written before the schedule choice existed: plateau state
             self.plateau.load_state_dict(d)
-            return
+            return False
         if d["kind"] != self.kind:
             raise ConfigError(f"the run was trained with the {d['kind']} schedule, not "
                               f"{self.kind}")
         self.plateau.load_state_dict(d["plateau"])
         self._base = float(d["base_lr"])
+        anchor = d.get("anchor")
+        saved = LrSchedule(self.kind, self.plateau, int(d.get("total_steps", self.total_steps)),
+                           int(d.get("warmup_steps", self.warmup_steps)), self._base,
+                           (int(anchor[0]), float(anchor[1]), int(anchor[2])) if anchor
+                           else None)
+        self.warmup_steps = min(saved.warmup_steps, self.total_steps - 1)
+        if saved.total_steps == self.total_steps or self.kind == "plateau" or step is None:
+            self.anchor = saved.anchor
+            return False
+        start = max(int(step), saved.warmup_steps)
+        scale, passed = saved._shape(start)
+        self.anchor = (start, scale, passed)
+        return True
 
     @classmethod
     def make(cls, kind: str, lr: float, factor: float, patience: int, threshold: float,
