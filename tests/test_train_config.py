@@ -133,3 +133,24 @@ def test_help_says_biases_are_not_decayed(capsys: pytest.CaptureFixture) -> None
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "NOT decayed" in out and "--decay-biases" in out and "torchrun" in out
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"\xff\xfe\x00a\x89PNG\r\n", "is not UTF-8 text"),            # a binary file
+    ("arch: A\nlr: 0.1\nlr: 0.5\n".encode(), "duplicate key 'lr' (first on line 2) (line 3"),
+    (b"arch: A\nmicro-batch: 2\nmicro_batch: 4\n", "'micro_batch' is given twice"),
+    (b"arch: [A\n", "is not valid YAML"),
+    (b"- arch\n- A\n", "expected a mapping of settings"),
+    (b"just some words\n", "expected a mapping of settings"),
+])
+def test_train_config_that_is_not_a_settings_file_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, expect: str) -> None:
+    """Issue 24 items 16 and 22c: `vgg train --config` on a file that is not UTF-8 text,
+    not YAML, not a mapping, or gives a key twice: one line naming the file, exit 2."""
+    from vgg.cli import main
+
+    f = tmp_path / "run.yaml"
+    f.write_bytes(content)
+    assert main(["train", "--config", str(f), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(f) in err and expect in err, err

@@ -209,21 +209,62 @@ def parse_scale(text: str) -> tuple[int, int]:
     raise ConfigError(f"scale must be S or SMIN-SMAX (e.g. 256-512), got {text!r}")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error
+    (plain PyYAML keeps the last value without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if not isinstance(key, (str, int, float, bool)):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A config file's settings, keys normalised to field names (``micro-batch`` ->
-    ``micro_batch``). Unknown keys are an error naming the file."""
+    ``micro_batch``). A file that cannot be read, is not UTF-8 text, is not YAML, is not a
+    mapping, gives a key twice, or names an unknown setting is one error naming the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {e.start}: "
+                          f"{e.object[e.start:e.start + 1]!r}); a config is a YAML file"
+                          ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+        raise ConfigError(f"config {path}: expected a mapping of settings (name: value "
+                          f"lines), got a YAML {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        name = str(k).replace("-", "_")
+        if name in out:
+            raise ConfigError(f"config {path}: setting {name!r} is given twice (as "
+                              f"{name.replace('_', '-')!r} and {name!r})")
+        out[name] = v
     unknown = sorted(set(out) - FIELDS)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {unknown}")
