@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..checkpoint import atomic_write
 from ..errors import VggError
+from ..npz import Array, json_meta, read_npz
 from . import metrics
 
 
@@ -70,34 +70,48 @@ class Posteriors:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Posteriors:
-        """Read a file written by :meth:`save`; ``VggError`` naming it when it is missing
-        or not such a file."""
-        path = Path(path)
-        if not path.is_file():
-            raise VggError(f"posteriors file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                missing = {"image_ids", "classes", "labels", "posteriors"} - set(z.files)
-                if missing:
-                    raise VggError(f"{path} is not a vgg posteriors file (no "
-                                   f"{', '.join(sorted(missing))})")
-                meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-                post = cls(image_ids=z["image_ids"].tolist(), classes=z["classes"].tolist(),
-                           labels=z["labels"], posteriors=z["posteriors"], meta=meta,
-                           source=str(path))
-        except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-            raise VggError(f"cannot read posteriors {path}: {e}") from None
-        bad = ~np.isfinite(post.posteriors).all(1)
-        if bad.any():
-            raise VggError(f"{path} holds non-finite posteriors (NaN or inf) for "
-                           f"{int(bad.sum())} of {len(bad)} images (e.g. "
-                           f"{post.image_ids[int(np.argmax(bad))]}); refusing to score them")
+        """Read a file written by :meth:`save` (:func:`vgg.npz.read_npz`); ``VggError``
+        naming it when it is missing, not such a file, or its rows are not probabilities."""
+        z = read_npz(path, POSTERIORS_NPZ, "posteriors")
+        meta = json_meta(z, path)
+        post = cls(image_ids=z["image_ids"].tolist(), classes=z["classes"].tolist(),
+                   labels=z["labels"], posteriors=z["posteriors"], meta=meta,
+                   source=str(path))
         k = len(post.classes)
         if post.labels.size and (post.labels.min() < 0 or post.labels.max() >= k):
             raise VggError(f"{path}: labels outside 0..{k - 1}")
-        if not isinstance(meta, dict):
-            raise VggError(f"{path}: malformed meta (not a JSON object)")
+        check_probabilities(post.posteriors, post.image_ids, str(path))
         return post
+
+
+# the arrays of a saved posteriors file (vgg.npz: N images, K classes)
+POSTERIORS_NPZ = {"image_ids": Array("U", ("N",)), "classes": Array("U", ("K",)),
+                  "labels": Array("iu", ("N",)), "posteriors": Array("f", ("N", "K")),
+                  "meta": Array("U", (), required=False)}
+
+# how far a row of saved posteriors may be from a probability distribution (float32
+# soft-max outputs and their averages are within 1e-5)
+PROB_TOL = 1e-3
+
+
+def check_probabilities(p: np.ndarray, ids: Sequence[str], name: str) -> None:
+    """Refuse (N, K) rows that are not probabilities: every value finite and in [0, 1],
+    every row summing to 1, both within :data:`PROB_TOL`; the message names the file,
+    how many rows and the first one."""
+    bad = ~np.isfinite(p).all(1)
+    if bad.any():
+        raise VggError(f"{name} holds non-finite posteriors (NaN or inf) for "
+                       f"{int(bad.sum())} of {len(bad)} images (e.g. "
+                       f"{ids[int(np.argmax(bad))]}); refusing to score them")
+    sums = p.astype(np.float64).sum(1)
+    bad = ((p < -PROB_TOL) | (p > 1 + PROB_TOL)).any(1) | (np.abs(sums - 1) > PROB_TOL)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise VggError(f"{name} holds rows that are not probabilities (values in [0, 1] "
+                       f"summing to 1, tolerance {PROB_TOL:g}): {int(bad.sum())} of "
+                       f"{len(bad)} images, e.g. {ids[i]} (values {float(p[i].min()):.4g}.."
+                       f"{float(p[i].max()):.4g}, sum {float(sums[i]):.4g}); refusing to "
+                       f"score them")
 
 
 def check_same_classes(classes: Sequence[Sequence[str] | None], names: Sequence[str]) -> None:

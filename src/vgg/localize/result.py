@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from ..checkpoint import atomic_write
 from ..errors import VggError
+from ..npz import Array, json_meta, read_npz
 from . import scoring
 
 
@@ -131,29 +131,41 @@ class LocResult:
                 "skipped": self.skipped, "precision": self.precision}
 
 
+# the arrays of a saved boxes file (vgg.npz: N images, K classes, G ground-truth boxes,
+# M guesses per image, R raw boxes)
+BOXES_NPZ = {"image_ids": Array("U", ("N",)), "classes": Array("U", ("K",)),
+             "labels": Array("iu", ("N",)), "sizes": Array("f", ("N", 2)),
+             "gt_image": Array("iu", ("G",)), "gt_class": Array("iu", ("G",)),
+             "gt_boxes": Array("f", ("G", 4)), "guess_class": Array("iu", ("N", "M")),
+             "guess_score": Array("f", ("N", "M")), "guess_boxes": Array("f", ("N", "M", 4)),
+             "meta": Array("U", ()), "posteriors": Array("f", ("N", "K"), required=False),
+             "raw_image": Array("iu", ("R",), False), "raw_class": Array("iu", ("R",), False),
+             "raw_boxes": Array("f", ("R", 4), False), "raw_scores": Array("f", ("R",), False)}
+
+
 def load_saved(path: str | os.PathLike[str]) -> LocResult:
-    """A result written by :meth:`LocResult.save`; ``VggError`` naming the file if it is
-    missing or not such a file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VggError(f"boxes file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            need = {"image_ids", "classes", "labels", "sizes", "gt_image", "gt_class",
-                    "gt_boxes", "guess_class", "guess_score", "guess_boxes", "meta"}
-            if need - set(z.files):
-                raise VggError(f"{path} is not a vgg boxes file (no "
-                               f"{', '.join(sorted(need - set(z.files)))})")
-            d = {k: z[k] for k in z.files}
-        meta = json.loads(str(d["meta"]))
-    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise VggError(f"cannot read boxes {path}: {e}") from None
+    """A result written by :meth:`LocResult.save` (:func:`vgg.npz.read_npz`);
+    ``VggError`` naming the file if it is missing or not such a file."""
+    d = read_npz(path, BOXES_NPZ, "boxes")
+    meta = json_meta(d, path)
     floats = [d[k] for k in ("sizes", "gt_boxes", "guess_boxes", "guess_score")]
     floats += [d[k] for k in d if k.startswith("raw_") or k == "posteriors"]
     if any(not np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in floats
            if np.asarray(a).dtype.kind == "f"):
         raise VggError(f"{path} holds non-finite boxes or scores (NaN or inf); refusing "
                        f"to score them")
+    n, k = len(d["image_ids"]), len(d["classes"])
+    for key, hi in (("labels", k), ("gt_image", n), ("gt_class", k), ("guess_class", k),
+                    ("raw_image", n), ("raw_class", k)):
+        a = d.get(key)
+        if a is not None and a.size and (a.min() < (-1 if key == "guess_class" else 0)
+                                         or a.max() >= hi):
+            raise VggError(f"{path}: {key!r} holds values outside 0..{hi - 1}")
+    missing = {"protocol", "nets", "configs", "heads", "tuned", "train_scales", "scales",
+               "mean_box"} - set(meta)
+    if missing:
+        raise VggError(f"{path}: its meta lacks {', '.join(sorted(missing))}; not a vgg "
+                       f"boxes file")
     n = len(d["image_ids"])
     gt: list[list[tuple[int, tuple[float, ...]]]] = [[] for _ in range(n)]
     for i, c, b in zip(d["gt_image"], d["gt_class"], d["gt_boxes"]):

@@ -36,6 +36,7 @@ from ..checkpoint import Checkpoint, atomic_write
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
 from ..model import HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs
+from ..npz import Array, json_meta, read_npz
 from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
 from ..weights import open_weights as load_checkpoint
@@ -255,33 +256,33 @@ class Features:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Features:
-        """Read features saved by :meth:`save`; a file of another kind, or broken, is a
-        clear error naming it."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"features file not found: {path}")
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
-                raise DataError(f"{path} is not a features file (the .npz `vgg features` "
-                                f"writes)")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                if meta.get("format") != FORMAT:
-                    raise DataError(f"{path} is not a vgg features file")
-                out = cls(X=z["X"].astype(np.float32), ids=[str(i) for i in z["ids"]],
-                          targets=z["targets"].astype(np.uint8),
-                          classes=[str(c) for c in meta.pop("classes")],
-                          ignore=z["ignore"].astype(bool) if "ignore" in z.files else None,
-                          skipped=dict(meta.pop("skipped", {})), meta=meta)
-        except VggError:
-            raise
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as e:
-            raise DataError(f"cannot read features file {path}: {type(e).__name__}: {e}") \
-                from None
+        """Read features saved by :meth:`save` (:func:`vgg.npz.read_npz`); a file of
+        another kind, or broken, is one error naming it."""
+        z = read_npz(path, FEATURES_NPZ, "features")
+        meta = json_meta(z, path)
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{path} is not a vgg features file (its meta has no "
+                            f"format {FORMAT!r})")
+        classes, skipped = meta.pop("classes", None), meta.pop("skipped", {})
+        if not isinstance(classes, list) or len(classes) != z["targets"].shape[1]:
+            raise DataError(f"features file {path}: its meta names "
+                            f"{len(classes) if isinstance(classes, list) else 'no'} classes "
+                            f"for {z['targets'].shape[1]} target columns")
+        if not isinstance(skipped, dict):
+            raise DataError(f"features file {path}: malformed meta (skipped)")
+        out = cls(X=z["X"].astype(np.float32), ids=[str(i) for i in z["ids"]],
+                  targets=z["targets"].astype(np.uint8), classes=[str(c) for c in classes],
+                  ignore=z["ignore"].astype(bool) if "ignore" in z else None,
+                  skipped=dict(skipped), meta=meta)
         if not np.isfinite(out.X).all():
             raise DataError(f"{path} holds non-finite descriptors")
         return out
+
+
+# the arrays of a features file (vgg.npz: N images or boxes, D dimensions, K classes)
+FEATURES_NPZ = {"X": Array("f", ("N", "D")), "ids": Array("U", ("N",)),
+                "targets": Array("iub", ("N", "K")), "meta": Array("U", ()),
+                "ignore": Array("b", ("N", "K"), required=False)}
 
 
 def stack_features(parts: Sequence[Features], what: str = "stacked") -> Features:
@@ -297,6 +298,9 @@ def stack_features(parts: Sequence[Features], what: str = "stacked") -> Features
 
 
 # ---------------------------------------------------------------------------- shards
+
+SHARD_NPZ = {"q": Array("iu", ()), "rows": Array("iu", ("R",))}  # and net<j>: (R, D)
+
 
 class ShardStore:
     """``OUT.parts/``: descriptors written as they are computed, one ``.npz`` per chunk
@@ -338,10 +342,9 @@ class ShardStore:
         shards = []
         for p in sorted(self.folder.glob("shard-*.npz")):
             try:
-                with np.load(p, allow_pickle=False) as z:
-                    shards.append({k: z[k] for k in z.files})
-            except (OSError, ValueError, EOFError) as e:  # killed mid-write: recomputed
-                log.warning("ignoring unreadable shard %s (%s)", p, e)
+                shards.append(read_npz(p, SHARD_NPZ, "shard"))
+            except DataError as e:  # damaged after it was written: recomputed
+                log.warning("ignoring unreadable shard (%s)", e)
             self.count += 1
         return shards
 
