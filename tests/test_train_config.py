@@ -144,11 +144,13 @@ def test_help_says_biases_are_not_decayed(capsys: pytest.CaptureFixture) -> None
     (b"just some words\n", "expected a mapping of settings"),
 ])
 def test_train_config_that_is_not_a_settings_file_is_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, expect: str) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, expect: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24 items 16 and 22c: `vgg train --config` on a file that is not UTF-8 text,
     not YAML, not a mapping, or gives a key twice: one line naming the file, exit 2."""
     from vgg.cli import main
 
+    monkeypatch.chdir(tmp_path)  # main trained on with the last duplicate: no runs/ here
     f = tmp_path / "run.yaml"
     f.write_bytes(content)
     assert main(["train", "--config", str(f), "--data", str(tmp_path)]) == 2

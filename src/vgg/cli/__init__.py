@@ -12,8 +12,10 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from ..errors import VggError
@@ -112,6 +114,27 @@ unit_float = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)", "a number", "uni
 fraction = _bounded(float, lambda v: 0 < v < 1, "in (0, 1)", "a number", "fraction")
 
 
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: an integer in lo..hi. Every count flag has an upper bound, generous
+    but finite (`--splits 1000000000` is an error at once, not a run without end)."""
+    return _bounded(int, lambda v: lo <= v <= hi, f"in {lo}..{hi:_}".replace("_", ","),
+                    "an integer", f"int_in_{lo}_{hi}")
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, 0 .. 2**63 - 1."""
+    from ..settings import MAX_SEED
+
+    return int_in(0, MAX_SEED)(text)
+
+
+# upper bounds of count flags (vgg.settings holds those shared with the library)
+MAX_SPLITS = 100            # vgg transfer --splits
+MAX_PER_CLASS = 1_000_000   # images per class (transfer, data synth)
+MAX_TOP = 10_000            # guesses / classes printed per image
+MAX_CLASSES = 1_000_000     # vgg models --num-classes
+
+
 def workers_count(text: str) -> int:
     """argparse type: loader processes, 0 (in the main process) .. MAX_WORKERS."""
     from ..settings import MAX_WORKERS
@@ -120,6 +143,20 @@ def workers_count(text: str) -> int:
     if v > MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_WORKERS}, got {v}")
     return v
+
+
+def batch_size(text: str) -> int:
+    """argparse type: images per batch, 1 .. MAX_BATCH."""
+    from ..settings import MAX_BATCH
+
+    return int_in(1, MAX_BATCH)(text)
+
+
+def jobs_count(text: str) -> int:
+    """argparse type: worker processes that compute (SVM fits), 1 .. MAX_WORKERS."""
+    from ..settings import MAX_WORKERS
+
+    return int_in(1, MAX_WORKERS)(text)
 
 
 def side(text: str) -> int:
@@ -151,7 +188,7 @@ def add_inference_flags(p: argparse.ArgumentParser, precision: str = "fp32") -> 
     """--batch, --workers, --device and --precision (default ``precision``) of the commands
     that run nets on rescaled images (evaluate, localize evaluate/predict, features,
     transfer)."""
-    p.add_argument("--batch", type=positive_int, default=16,
+    p.add_argument("--batch", type=batch_size, default=16,
                    help="images per batch (of one rescaled size; default 16)")
     p.add_argument("--workers", type=workers_count, default=None,
                    help="data loading processes (default: up to 4)")
@@ -211,7 +248,7 @@ def add_list_flags(p: argparse._ActionsContainer, train: bool = True) -> None:
                         "validation (stratified, seeded; for class folders without val/)"
                    if train else "score the held-out part a training run with this "
                    "--val-split (and --split-seed, --train-list) validated on")
-    p.add_argument("--split-seed", type=nonneg_int, metavar="N",
+    p.add_argument("--split-seed", type=seed, metavar="N",
                    help="seed of --val-split (0; not the training seed, so the split stays "
                         "put when --seed changes)")
     if not train:
@@ -219,14 +256,54 @@ def add_list_flags(p: argparse._ActionsContainer, train: bool = True) -> None:
                        help="with --val-split: the training list that run split")
 
 
-def check_outputs(*pairs: tuple[object, str]) -> None:
-    """Check every (path, flag) output for writability before any long work (None paths
-    are skipped): a typo in an output path must cost nothing."""
-    from ..checkpoint import check_output
+def add_overwrite_flag(p: argparse._ActionsContainer) -> None:
+    """``--overwrite``: the one rule of every command that writes files (see
+    :func:`check_outputs`)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that already exist (default: refuse them)")
 
-    for path, what in pairs:
-        if path is not None and path != "":
-            check_output(path, what)  # type: ignore[arg-type]
+
+def _run_files(path: Path) -> list[Path]:
+    """An input folder counts by the files vgg reads from it (a run's best.pt, last.pt,
+    config.yaml)."""
+    return [path / n for n in ("best.pt", "last.pt", "config.yaml")] if path.is_dir() \
+        else [path]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_outputs(*pairs: tuple[object, str], inputs: Sequence[object] = (),
+                  overwrite: bool | None = None) -> None:
+    """The output rule of every command, checked before any work (None paths are
+    skipped): an output that is one of the command's ``inputs`` (the same file, by path
+    or inode; an input folder counts by its best.pt, last.pt and config.yaml) or another
+    output of the same command is refused; an output that already exists is replaced only
+    with ``--overwrite`` (``overwrite`` None: not checked, for callers that manage their
+    own outputs); then each must be writable, so that a typo costs nothing."""
+    from ..checkpoint import check_output
+    from ..errors import ConfigError
+
+    given = [(Path(str(path)), what) for path, what in pairs if path is not None and path != ""]
+    ins = [f for i in inputs if i is not None and i != "" for f in _run_files(Path(str(i)))]
+    for n, (path, what) in enumerate(given):
+        for i in ins:
+            if _same_file(path, i):
+                raise ConfigError(f"{what} {path} is an input of this command ({i}); "
+                                  f"writing it would destroy it: give another name")
+        for other, flag in given[:n]:
+            if _same_file(path, other):
+                raise ConfigError(f"{flag} and {what} name the same file {path}")
+        if overwrite is False and path.is_file():
+            raise ConfigError(f"{what} {path} already exists; pass --overwrite to replace it")
+    for path, what in given:
+        check_output(path, what)
 
 
 def crop_size(text: str) -> int:
@@ -241,15 +318,32 @@ def crop_size(text: str) -> int:
     return v
 
 
+def net_width(text: str) -> float:
+    """argparse type of --width: a conv channel multiplier in (0, MAX_WIDTH]."""
+    from ..model import MAX_WIDTH
+
+    v = positive_float(text)
+    if v > MAX_WIDTH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WIDTH:g}, got {v:g}")
+    return v
+
+
+def fc_width(text: str) -> int:
+    """argparse type of --fc-width: 1 .. MAX_FC_WIDTH."""
+    from ..model import MAX_FC_WIDTH
+
+    return int_in(1, MAX_FC_WIDTH)(text)
+
+
 def add_model_flags(p: argparse.ArgumentParser, arch_default: str | None = "D") -> None:
     """The flags that fix a net's shape, shared by models, train and demo."""
     p.add_argument("--arch", default=arch_default,
                    help="A, A-LRN, B, C, D, E, B-5x5 or an alias (vgg16, vgg16_bn, ...); "
                         f"default {arch_default}")
     p.add_argument("--bn", action="store_true", help="batch normalisation after every conv")
-    p.add_argument("--width", type=positive_float, default=1.0,
+    p.add_argument("--width", type=net_width, default=1.0,
                    help="conv channel multiplier (1.0 = the paper's 64..512; at most 16)")
-    p.add_argument("--fc-width", type=positive_int, default=4096,
+    p.add_argument("--fc-width", type=fc_width, default=4096,
                    help="width of FC1/FC2 (paper: 4096; at most 65536)")
     p.add_argument("--crop", type=crop_size, default=224,
                    help="training crop side, a multiple of 32 (paper: 224)")

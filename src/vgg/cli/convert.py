@@ -8,7 +8,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import check_outputs
+from . import add_overwrite_flag, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for a 1000-output net, none otherwise")
     p.add_argument("--out", type=Path, required=True, metavar="CKPT",
                    help="the checkpoint to write")
+    add_overwrite_flag(p)
     p.set_defaults(func=run)
 
 
@@ -55,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..weights import describe_source, read_class_names, read_weights
 
-    check_outputs((args.out, "--out"))
-    if args.out.resolve() == args.source.resolve():
-        raise ConfigError(f"--out {args.out} is the file being converted; give another name")
+    check_outputs((args.out, "--out"), inputs=[args.source, None if (args.classes or "").lower() == "imagenet"
+                                       else args.classes],
+                  overwrite=args.overwrite)
     classes: object = "auto"
     if args.classes is not None:
         classes = ("imagenet" if args.classes.lower() == "imagenet"

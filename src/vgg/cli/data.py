@@ -8,7 +8,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from . import _bounded, add_progress_flag, nonneg_int, positive_int, workers_count
+from . import (MAX_PER_CLASS, _bounded, add_overwrite_flag, add_progress_flag, check_outputs,
+               int_in, seed, side, workers_count)
 
 fraction = _bounded(float, lambda v: 0 < v < 1, "in (0, 1)", "a number", "fraction")
 
@@ -30,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("dir", type=Path, help="dataset folder (DIR/train/<class>/... or "
                                           "DIR/<class>/...)")
     s.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    s.add_argument("--limit", type=positive_int, default=None,
+    s.add_argument("--limit", type=int_in(1, 10**9), default=None,
                    help="use a seeded random subset of N images")
-    s.add_argument("--seed", type=nonneg_int, default=0, help="seed of the --limit subset")
+    s.add_argument("--seed", type=seed, default=0, help="seed of the --limit subset")
+    add_overwrite_flag(s)
     add_progress_flag(s)
     s.set_defaults(func=_stats)
 
@@ -41,15 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "backgrounds: OUT/train/<class>/*.jpg, OUT/val/<class>/"
                                    "*.jpg and one PASCAL VOC XML per image under "
                                    "OUT/annotations/.")
-    y.add_argument("out", type=Path, help="output folder")
-    y.add_argument("--classes", type=positive_int, default=10, help="shape classes (2..14)")
-    y.add_argument("--train-per-class", type=nonneg_int, default=260)
-    y.add_argument("--val-per-class", type=nonneg_int, default=50)
-    y.add_argument("--seed", type=nonneg_int, default=0)
+    y.add_argument("out", type=Path, help="output folder: new or empty, or (with "
+                                          "--overwrite) an earlier shapes dataset, which is "
+                                          "replaced as a whole")
+    y.add_argument("--classes", type=int_in(2, 14), default=10, help="shape classes (2..14)")
+    y.add_argument("--train-per-class", type=int_in(0, MAX_PER_CLASS), default=260)
+    y.add_argument("--val-per-class", type=int_in(0, MAX_PER_CLASS), default=50)
+    y.add_argument("--seed", type=seed, default=0)
     y.add_argument("--multi", action="store_true",
                    help="2-4 objects of different classes per image (multi-label)")
-    y.add_argument("--min-side", type=positive_int, default=64, help="smallest image side")
-    y.add_argument("--max-side", type=positive_int, default=160, help="largest image side")
+    y.add_argument("--min-side", type=side, default=64, help="smallest image side")
+    y.add_argument("--max-side", type=side, default=160, help="largest image side")
     y.add_argument("--min-object", type=float, default=0.1,
                    help="smallest object extent / smaller image side (default 0.1)")
     y.add_argument("--max-object", type=float, default=0.9,
@@ -61,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "vgg transfer --protocol voc")
     y.add_argument("--workers", type=workers_count, default=None,
                    help="processes (default: the available cores)")
+    add_overwrite_flag(y)
     add_progress_flag(y)
     y.set_defaults(func=_synth)
 
@@ -82,9 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how = sp.add_mutually_exclusive_group()
     how.add_argument("--val-fraction", type=fraction, default=None, metavar="F",
                      help="fraction of each class's images for val, rounded (default 0.2)")
-    how.add_argument("--val-per-class", type=positive_int, default=None, metavar="N",
+    how.add_argument("--val-per-class", type=int_in(1, 10**9), default=None, metavar="N",
                      help="N val images per class (at most all but one)")
-    sp.add_argument("--seed", type=nonneg_int, default=0,
+    sp.add_argument("--seed", type=seed, default=0,
                     help="seed of the per-class draw (default 0)")
     files = sp.add_mutually_exclusive_group()
     files.add_argument("--copy", action="store_const", const="copy", dest="mode",
@@ -113,14 +118,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a box of a class not in the dataset's class list is an error")
     b.add_argument("--json", type=Path, default=None, metavar="OUT.json",
                    help="write the report as JSON")
+    add_overwrite_flag(b)
     b.set_defaults(func=_boxes)
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from ..checkpoint import check_output
     from ..data.stats import compute_stats
 
-    check_output(args.out, "--out")
+    check_outputs((args.out, "--out"), inputs=[args.dir], overwrite=args.overwrite)
     stats = compute_stats(args.dir, limit=args.limit, seed=args.seed, progress=args.progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     stats.save(args.out)
@@ -133,6 +138,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from ..data.synthetic import make_shapes_dataset
 
+    _clear_synth_folder(args.out, args.overwrite)
     make_shapes_dataset(args.out, classes=args.classes,
                         train_per_class=args.train_per_class,
                         val_per_class=args.val_per_class, seed=args.seed,
@@ -142,6 +148,37 @@ def _synth(args: argparse.Namespace) -> int:
                         object_size=(args.min_object, args.max_object),
                         layout=args.layout)
     return 0  # make_shapes_dataset logs "wrote N images of K classes to OUT"
+
+
+# what `vgg data synth` writes in its folder (either layout)
+_SYNTH_PARTS = ("train", "val", "annotations", "JPEGImages", "Annotations", "ImageSets",
+                "synth.json")
+
+
+def _clear_synth_folder(out: Path, overwrite: bool) -> None:
+    """The output rule for `vgg data synth OUT`: OUT new or empty; with --overwrite, an
+    earlier shapes dataset (it has synth.json) is removed first, so that two sets never
+    mix; any other folder is refused."""
+    import shutil
+
+    from ..errors import ConfigError
+
+    if out.is_file():
+        raise ConfigError(f"{out} is a file; give a folder for the dataset")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "synth.json").is_file():
+        raise ConfigError(f"{out} exists and is not a shapes dataset (no synth.json); "
+                          f"choose a new or empty folder")
+    if not overwrite:
+        raise ConfigError(f"{out} already holds a shapes dataset; pass --overwrite to "
+                          f"replace it")
+    for name in _SYNTH_PARTS:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -166,6 +203,8 @@ def _boxes(args: argparse.Namespace) -> int:
     from ..data.annotations import load_boxes
     from ..data.folders import index_split
 
+    check_outputs((args.json, "--json"), inputs=[args.dir, args.source],
+                  overwrite=args.overwrite)
     index = index_split(args.dir, args.split)
     if args.source is not None or index.box_report is None or args.strict_classes:
         report = load_boxes(index, args.source, args.split, strict_classes=args.strict_classes,

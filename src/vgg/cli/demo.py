@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_device_flag, add_progress_flag, nonneg_int, workers_count
+from . import add_device_flag, add_progress_flag, seed, workers_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a smaller dataset and fewer epochs: under 2 minutes on a 2-core CPU")
     add_device_flag(p)
-    p.add_argument("--seed", type=nonneg_int, default=0, help="dataset and training seed")
+    p.add_argument("--seed", type=seed, default=0, help="dataset and training seed")
     p.add_argument("--workers", type=workers_count, default=None,
                    help="data-loading processes (default: the usable cores)")
     add_progress_flag(p)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import add_inference_flags, add_list_flags, add_progress_flag, check_outputs
+from . import (add_inference_flags, add_list_flags, add_overwrite_flag, add_progress_flag,
+               check_outputs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-posteriors", default=None, metavar="OUT.npz",
                    help="write per-image posteriors (for `vgg fuse`)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the metrics as JSON")
+    add_overwrite_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.set_defaults(func=run)
 
@@ -77,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from ..report import paper_table
 
     scales = parse_scales(args.scales) if args.scales is not None else None
-    check_outputs((args.save_posteriors, "--save-posteriors"), (args.json, "--json"))
+    check_outputs((args.save_posteriors, "--save-posteriors"), (args.json, "--json"),
+                  inputs=[*args.checkpoints, args.val_list, args.train_list],
+                  overwrite=args.overwrite)
     nets = [as_net(c, index=i) for i, c in enumerate(args.checkpoints)]
     index = load_index(args, nets[0].model.classes, nets[0].name)
     result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,

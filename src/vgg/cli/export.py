@@ -7,7 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import check_outputs, positive_int
+from . import add_overwrite_flag, check_outputs, int_in
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fully-conv", action="store_true",
                    help="ONNX: export the fully-convolutional net (any H, W >= crop; outputs "
                         "a class score map)")
-    p.add_argument("--opset", type=positive_int, default=None,
+    p.add_argument("--opset", type=int_in(1, 100), default=None,
                    help="ONNX opset (default: the exporter's)")
     p.add_argument("--safetensors", type=Path, metavar="OUT",
                    help="write the weights and metadata as safetensors here")
+    add_overwrite_flag(p)
     p.set_defaults(func=run)
 
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: give --onnx OUT and/or --safetensors OUT")
     if args.fully_conv and args.onnx is None:
         raise ConfigError("--fully-conv applies to --onnx only")
-    check_outputs((args.safetensors, "--safetensors"), (args.onnx, "--onnx"))
+    check_outputs((args.safetensors, "--safetensors"), (args.onnx, "--onnx"),
+                  inputs=[args.checkpoint], overwrite=args.overwrite)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.meta.get("features_only"):
         raise CheckpointError(f"{args.checkpoint} holds convolutional layers only (no FC "

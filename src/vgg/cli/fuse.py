@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import check_outputs
+from . import add_overwrite_flag, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the fused metrics")
     p.add_argument("--save", default=None, metavar="OUT.npz", help="write the fused posteriors")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_overwrite_flag(p)
     p.set_defaults(func=run)
 
 
@@ -26,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ..report import paper_table
     from .evaluate import _write_json
 
-    check_outputs((args.save, "--save"), (args.json, "--json"))
+    check_outputs((args.save, "--save"), (args.json, "--json"), inputs=args.posteriors,
+                  overwrite=args.overwrite)
     parts = [Posteriors.load(p) for p in args.posteriors]
     fused = fuse(parts)
     rows = [result_from_posteriors(p) for p in parts] if len(parts) > 1 else []

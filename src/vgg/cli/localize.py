@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
-from . import add_inference_flags, add_progress_flag, check_outputs, positive_int
+from . import (MAX_TOP, add_inference_flags, add_overwrite_flag, add_progress_flag,
+               check_outputs, int_in)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--save-boxes", default=None, metavar="OUT.npz",
                    help="write per-image boxes (for `vgg localize fuse` / re-scoring)")
     e.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_overwrite_flag(e)
     _common_eval_flags(e, "fp32")
     e.set_defaults(func=_evaluate)
 
@@ -138,7 +141,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import _write_json
 
     scales = parse_scales(args.scales) if args.scales is not None else None
-    check_outputs((args.json, "--json"), (args.save_boxes, "--save-boxes"))
+    check_outputs((args.json, "--json"), (args.save_boxes, "--save-boxes"),
+                  inputs=[*args.checkpoints, args.classifier, args.boxes],
+                  overwrite=args.overwrite)
     if args.protocol == "full" and not args.classifier:
         raise ConfigError("--protocol full needs --classifier CKPT (the classification net "
                           "that names the top-5 classes)")
@@ -187,9 +192,12 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="LOC_CKPT")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--classifier", required=True, metavar="CKPT")
-    p.add_argument("--top", type=positive_int, default=5, help="guesses per image (5)")
+    p.add_argument("--top", type=int_in(1, MAX_TOP), default=5, help="guesses per image (5)")
     p.add_argument("--draw", default=None, metavar="OUT_DIR",
-                   help="write <OUT_DIR>/<image>.png with the guesses drawn")
+                   help="write <OUT_DIR>/<image>.png with the guesses drawn (a folder that "
+                        "already holds .png files needs --overwrite; pictures of the same "
+                        "names are replaced)")
+    add_overwrite_flag(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _common_eval_flags(p, "auto")
     p.set_defaults(func=_predict)
@@ -203,6 +211,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     scales = parse_scales(args.scales) if args.scales is not None else None
     thr = DEFAULT_MERGE_THRESHOLD if args.threshold is None else args.threshold
+    if args.draw:
+        check_draw_folder(Path(args.draw), args.inputs, args.overwrite)
     preds = predict_boxes(args.checkpoint, args.classifier, args.inputs, top=args.top,
                           scales=scales, threshold=thr, batch_size=args.batch,
                           device=args.device, workers=args.workers,
@@ -214,6 +224,22 @@ def _predict(args: argparse.Namespace) -> int:
         for path in draw_guesses(preds, args.draw):
             log.info("drew %s", path)
     return rc
+
+
+def check_draw_folder(folder: Path, inputs: list[str], overwrite: bool) -> None:
+    """The output rule for `--draw DIR` (a folder of pictures): never a folder that holds
+    (or is) an input; a folder that already holds .png files only with --overwrite."""
+    from ..errors import ConfigError
+
+    for i in inputs:
+        p = Path(i).resolve()
+        if p == folder.resolve() or folder.resolve() in p.parents:
+            raise ConfigError(f"--draw {folder} holds the input {i}; draw into another folder")
+    if folder.is_file():
+        raise ConfigError(f"--draw {folder} is a file; give a folder")
+    if not overwrite and folder.is_dir() and any(folder.glob("*.png")):
+        raise ConfigError(f"--draw {folder} already holds pictures; pass --overwrite to "
+                          f"replace those of the same names")
 
 
 def _register_fuse(sub: argparse._SubParsersAction) -> None:
@@ -228,6 +254,7 @@ def _register_fuse(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--json", default=None, metavar="OUT.json")
     f.add_argument("--save", default=None, metavar="OUT.npz")
     f.add_argument("--markdown", action="store_true")
+    add_overwrite_flag(f)
     f.set_defaults(func=_fuse)
 
 
@@ -237,7 +264,8 @@ def _fuse(args: argparse.Namespace) -> int:
     from ..report import loc_table
     from .evaluate import _write_json
 
-    check_outputs((args.json, "--json"), (args.save, "--save"))
+    check_outputs((args.json, "--json"), (args.save, "--save"), inputs=args.boxes,
+                  overwrite=args.overwrite)
     parts = [load_saved(p) for p in args.boxes]
     fused = fuse_results(parts, args.boxes, args.threshold)
     rows = parts + [fused] if len(parts) > 1 else [fused]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from . import add_model_flags, positive_int
+from . import MAX_CLASSES, add_model_flags, int_in, side
 
 if TYPE_CHECKING:
     from ..model import VGGConfig
@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "With --arch: that net's layers with output shapes, parameters and "
                     "multiply-adds.")
     add_model_flags(p, arch_default=None)
-    p.add_argument("--num-classes", type=positive_int, default=1000,
+    p.add_argument("--num-classes", type=int_in(1, MAX_CLASSES), default=1000,
                    help="outputs of the last layer (default 1000, ILSVRC)")
-    p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
+    p.add_argument("--input-size", type=side, default=None, metavar="SIDE",
                    help="with --arch: describe the fully-convolutional net (Sect. 3.2) on a "
                         "SIDE x SIDE image (>= --crop) instead of the FC net on the crop")
     p.set_defaults(func=run)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import add_device_flag, add_precision_flag, add_progress_flag, positive_int, side
+from . import MAX_TOP, add_device_flag, add_precision_flag, add_progress_flag, int_in, side
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a vgg checkpoint, or torchvision/timm/Caffe/Keras weights (converted "
                         "on the fly)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top", type=int_in(1, MAX_TOP), default=5, help="classes per image (default 5)")
     p.add_argument("--scale", type=side, default=None, metavar="Q",
                    help="test scale (smaller image side), >= the net's crop")
     p.add_argument("--method", choices=("dense", "center"), default="dense")

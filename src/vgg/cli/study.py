@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import add_device_flag, add_progress_flag, positive_int, workers_count
+from . import add_device_flag, add_progress_flag, int_in, workers_count
 
 
 def _budget(text: str) -> float:
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train several runs at once, one per device: cuda:0,cuda:1 (the "
                         "default when --device auto finds several GPUs), or cpu,cpu to "
                         "split a CPU's cores between two runs")
-    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+    p.add_argument("--seeds", type=int_in(1, 20), default=1, metavar="N",
                    help="train every net with N seeds (1..20; default 1); verdicts average "
                         "each image's error over them")
     p.add_argument("--only", type=_tables, default=None, metavar="LIST",
@@ -81,11 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..study import TABLES, StudyConfig, run_study
 
-    if args.seeds > 20:
-        raise ConfigError(f"--seeds must be at most 20, got {args.seeds}")
     run_study(StudyConfig(
         out=args.out, data=args.data, budget=args.budget, quick=args.quick,
         device=args.device, seeds=args.seeds, only=args.only or TABLES,

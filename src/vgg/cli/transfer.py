@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import (add_inference_flags, add_progress_flag, check_outputs, nonneg_int,
-               positive_int)
+from . import (MAX_PER_CLASS, MAX_SPLITS, add_inference_flags, add_overwrite_flag,
+               add_progress_flag, check_outputs, int_in, jobs_count, seed)
 
 if TYPE_CHECKING:
     from ..transfer.features import ExtractOptions
@@ -61,7 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--boxes", action="store_true",
                    help="describe every annotated box (its region of the image) instead of "
                         "whole images (box-level classification, Table 12)")
-    f.add_argument("--out", required=True, metavar="OUT.npz", help="features file to write")
+    f.add_argument("--out", required=True, metavar="OUT.npz",
+                   help="features file to write (an existing one needs --overwrite; an "
+                        "interrupted run's OUT.parts/ is continued without it)")
+    add_overwrite_flag(f)
     _add_extract_flags(f)
     f.set_defaults(func=run_features)
 
@@ -101,13 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default: voc for a VOC year folder, else caltech")
     t.add_argument("--test", default=None, metavar="FEATS.npz",
                    help="test features (with a training features file)")
-    t.add_argument("--train-per-class", type=positive_int, default=None, metavar="N",
+    t.add_argument("--train-per-class", type=int_in(1, MAX_PER_CLASS), default=None, metavar="N",
                    help="training images per class per split (caltech: 30, or 60 for "
                         "Caltech-256)")
-    t.add_argument("--test-per-class", type=positive_int, default=50, metavar="N",
+    t.add_argument("--test-per-class", type=int_in(1, MAX_PER_CLASS), default=50, metavar="N",
                    help="at most N test images per class (default 50)")
-    t.add_argument("--splits", type=positive_int, default=3, help="random splits (default 3)")
-    t.add_argument("--seed", type=nonneg_int, default=0, help="seed of the splits, the held-out "
+    t.add_argument("--splits", type=int_in(1, MAX_SPLITS), default=3,
+                   help=f"random splits (default 3, at most {MAX_SPLITS})")
+    t.add_argument("--seed", type=seed, default=0, help="seed of the splits, the held-out "
                                                         "20%% and the random nets")
     t.add_argument("--combine", choices=("average", "stack"), default=None,
                    help="default: average for voc and boxes, stack for caltech/classes")
@@ -118,12 +122,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the random-init baseline (halves the extraction time)")
     t.add_argument("--features-dir", default=None, metavar="DIR",
                    help="keep the descriptors here (resumable; reused by a rerun)")
-    t.add_argument("--jobs", type=positive_int, default=None,
+    t.add_argument("--jobs", type=jobs_count, default=None,
                    help="processes fitting SVMs (default: all cores)")
     t.add_argument("--json", default=None, metavar="OUT.json", help="write the results as JSON")
     t.add_argument("--plot", default=None, metavar="OUT.png",
                    help="precision-recall curves per class (AP protocols; default: beside "
                         "--json)")
+    add_overwrite_flag(t)
     _add_extract_flags(t)
     t.set_defaults(func=run_transfer)
 
@@ -200,7 +205,7 @@ def run_features(args: argparse.Namespace) -> int:
     from ..transfer.features import as_feature_net, extract_with
     from ..transfer.protocols import box_index
 
-    check_outputs((args.out, "--out"))
+    check_outputs((args.out, "--out"), inputs=args.checkpoints, overwrite=args.overwrite)
     nets = [as_feature_net(c, i) for i, c in enumerate(args.checkpoints)]
     index = _index(args.data, args.split, args.boxes)
     ids = None
@@ -222,7 +227,9 @@ def run_transfer(args: argparse.Namespace) -> int:
 
     plot = args.plot or (str(Path(args.json).with_suffix("")) + "-pr.png" if args.json
                          else None)
-    check_outputs((args.json, "--json"), (plot, "--plot"))
+    check_outputs((args.json, "--json"), (plot, "--plot" if args.plot else
+                                          "--plot (default: beside --json)"),
+                  inputs=[*args.sources, args.test], overwrite=args.overwrite)
     grid = _c_grid(args.C)
     given_features = args.sources[0].endswith(".npz")
     if given_features:
