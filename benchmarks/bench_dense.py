@@ -170,7 +170,7 @@ def main() -> int:
     cmd = "python benchmarks/bench_dense.py" + " ".join(
         [""] + [a for a in sys.argv[1:] if a != "--record"])
     text = "\n".join([
-        f"Command: `flock /tmp/vgg-cpu.lock {cmd}` ({platform.machine()}, "
+        f"Command: `{cmd}` ({platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}).",
         "",
         f"Dense evaluation of one batch (image + mirror, soft-max of the spatially averaged "

@@ -11,8 +11,8 @@ a warm-up, and a training scale), each evaluated by its centre crop at its own
 single-scale Q (the validation it logs), by dense evaluation and by multi-crop & dense
 over three scales (``vgg evaluate --method both``).
 
-    vgg data split ../shared/data/caltech101_subset10 /tmp/caltech --val-fraction 0.2
-    python benchmarks/bench_recipe.py --data /tmp/caltech \\
+    vgg data split photos/caltech101_subset10 data/caltech10 --val-fraction 0.2
+    python benchmarks/bench_recipe.py --data data/caltech10 \\
         --runs plateau,cosine,plateau@110,cosine@110 --write docs/training.md
 
 ``--write`` replaces the text between ``<!-- recipe:begin -->`` and ``<!-- recipe:end -->``.

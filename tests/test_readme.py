@@ -51,3 +51,15 @@ def test_claims_match_the_code() -> None:
         assert word in (root / "pyproject.toml").read_text()
     summary = (root / "src" / "vgg" / "summary.py").read_text()
     assert "The paper gives\nno multiply-add figures" in summary
+
+
+def test_docs_name_no_path_of_the_machine_they_were_measured_on() -> None:
+    """Issue 24 item 18: README, docs and benchmarks use paths relative to the repository
+    (or a neutral photos/), never /work/..., /tmp/... or ../shared of one machine."""
+    root = README.parent
+    files = [README, *sorted((root / "docs").rglob("*.md")),
+             *sorted((root / "benchmarks").rglob("*.py"))]
+    absolute = re.compile(r"(^|[\s`(])/[a-z]+/[A-Za-z_.-]+/|/tmp/|/work/|\.\./shared/")
+    hits = [f"{f.relative_to(root)}:{n}: {line.strip()[:80]}" for f in files
+            for n, line in enumerate(f.read_text().splitlines(), 1) if absolute.search(line)]
+    assert not hits, "\n".join(hits)
