@@ -241,3 +241,33 @@ def test_no_source_found_lists_where_it_looked(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="x.csv"):
         load_boxes(idx, tmp_path / "x.csv")
+
+
+def test_a_stated_size_that_is_not_the_images_is_named_and_its_boxes_scaled(
+        tmp_path: Path, caplog) -> None:
+    """Issue 24 item 22a: a VOC <size> of 5000x5000 on an 82x111 image is reported once
+    (BoxReport.wrong_size) and its boxes are taken from the stated frame to the image's
+    (scaled), so the mean-box baseline is not distorted (main: boxes used in the wrong
+    frame, unclipped: a mean box 20.7 image widths wide)."""
+    from vgg.localize.data import mean_box
+
+    d = tmp_path / "train" / "cat"
+    ann = tmp_path / "annotations" / "train" / "cat"
+    _img(d / "a.jpg", 82, 111)
+    _xml(ann / "a.xml", [("cat", 1, 1, 5000, 5000)], size=(5000, 5000))  # whole image
+    _img(d / "b.jpg", 40, 30)
+    _xml(ann / "b.xml", [("cat", 1, 1, 20, 15)], size=(80, 60))  # resized by half
+    _img(d / "c.jpg", 40, 30)
+    _xml(ann / "c.xml", [("cat", 1, 1, 20, 15)])  # right size: as it is
+    with caplog.at_level(logging.WARNING, logger="vgg.data"):
+        idx = index_split(tmp_path, "train")
+    r = idx.box_report
+    w, h = mean_box(idx)
+    assert w == pytest.approx((1 + 0.25 + 0.5) / 3) and h == pytest.approx(w)
+    assert r.wrong_size == 2 and r.clipped == 0 and r.with_boxes == 3
+    assert idx.boxes[d / "a.jpg"] == [Box("cat", 0.0, 0.0, 82.0, 111.0)]
+    assert idx.boxes[d / "b.jpg"] == [Box("cat", 0.0, 0.0, 10.0, 7.5)]
+    assert idx.boxes[d / "c.jpg"] == [Box("cat", 0.0, 0.0, 20.0, 15.0)]
+    msgs = _messages(caplog, "a.xml")
+    assert len(msgs) == 1 and "states a 5000x5000 image but a.jpg is 82x111" in msgs[0]
+    assert "annotations stating another image size (boxes scaled)" in r.summary()

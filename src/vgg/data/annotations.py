@@ -21,9 +21,11 @@ Coordinates: see ``boxes`` (VOC numbers in the files, 0-based pixel edges in ``B
 
 Bad annotations never stop a run. Each is counted in a ``BoxReport`` and named in one
 warning per annotation file (or CSV row): a missing annotation, an unreadable file or
-row, a box reaching outside the image (clipped to it; the size comes from the XML
-``<size>``, the CSV's width/height, else the image header), a box with no area after
-clipping (dropped), a class not in the class list (dropped; ``strict_classes=True`` makes
+row, an annotation whose stated size (the XML ``<size>``, the CSV's width/height)
+differs from the image's (read from its header): the stated size is the frame its boxes
+were drawn in (the image was resized since), so they are scaled by real / stated size on
+each axis, never used in the wrong frame; a box reaching outside the image (clipped to
+it), a box with no area after clipping (dropped), a class not in the class list (dropped; ``strict_classes=True`` makes
 it a DataError). An image left with no usable box is counted: the localisation trainer
 skips it. Past ``MAX_NAMED`` warnings of one kind the rest go to the debug log; the
 summary line always gives the totals.
@@ -104,11 +106,20 @@ def check_boxes(ann: RawAnnotation, image: Path, classes: set[str], report: BoxR
         probs.append((ann.where, "malformed", ann.broken))
         return []
     size = ann.size
-    if size is None and any(o.coords is not None for o in ann.objects):
+    scale: tuple[float, float] | None = None
+    if any(o.coords is not None for o in ann.objects):
         try:
-            size = image_size(image)
+            real = image_size(image)
         except BadImageError:
-            size = None  # the image itself is bad: the loaders name it; keep boxes unclipped
+            real = None  # the image itself is bad: the loaders name it
+        if size is not None and real is not None and tuple(size) != tuple(real):
+            scale = (real[0] / size[0], real[1] / size[1])
+            report.wrong_size += 1
+            probs.append((f"{ann.where} ({image.name})" if ann.per_row else ann.where,
+                          "wrong_size", f"states a {size[0]}x{size[1]} image but "
+                          f"{image.name} is {real[0]}x{real[1]}: its boxes are scaled by "
+                          f"{scale[0]:.4g} x {scale[1]:.4g}"))
+        size = real or size  # unclipped when neither is known
     out: list[Box] = []
     for o in ann.objects:
         where = f"{ann.where} {o.where} ({image.name})" if ann.per_row else ann.where
@@ -129,6 +140,9 @@ def check_boxes(ann: RawAnnotation, image: Path, classes: set[str], report: BoxR
                                                   "class list: dropped"))
             continue
         b = Box.from_voc(o.name, o.coords)
+        if scale is not None:  # from the stated frame to the image's
+            b = Box(b.name, b.x0 * scale[0], b.y0 * scale[1], b.x1 * scale[0],
+                    b.y1 * scale[1])
         clipped = False
         if size is not None:
             w, h = size

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 MAX_NAMED = 20      # warnings per kind of problem; further ones are logged at debug level
 MAX_EXAMPLES = 10   # messages per kind kept in BoxReport.examples
 
-KINDS = ("missing", "malformed", "clipped", "degenerate", "unknown_class", "no_usable_box",
-         "missing_image")
+KINDS = ("missing", "malformed", "wrong_size", "clipped", "degenerate", "unknown_class",
+         "no_usable_box", "missing_image")
 
 
 class Box(NamedTuple):
@@ -43,7 +43,9 @@ class BoxReport:
     """What loading the boxes of an index found. ``images`` = ``with_boxes`` + ``missing``
     (no annotation) + ``no_usable_box`` (an annotation, but no box survived). Box counts:
     ``boxes`` kept, ``clipped`` (kept, cut to the image), ``degenerate`` / ``unknown_class``
-    (dropped); ``malformed``: unreadable files, rows or objects; ``missing_image``:
+    (dropped); ``malformed``: unreadable files, rows or objects; ``wrong_size``:
+    annotations stating an image size other than the image's (their boxes are scaled from
+    the stated size to the real one, see ``annotations``); ``missing_image``:
     annotations naming an image file that does not exist (indexers only); ``unmatched``:
     entries of the source naming no image of this index (not a problem: a CSV of all
     splits)."""
@@ -54,6 +56,7 @@ class BoxReport:
     boxes: int = 0
     missing: int = 0
     malformed: int = 0
+    wrong_size: int = 0
     clipped: int = 0
     degenerate: int = 0
     unknown_class: int = 0
@@ -74,6 +77,8 @@ class BoxReport:
             (self.missing, "image without annotation", "images without annotation"),
             (self.no_usable_box, "image with no usable box", "images with no usable box"),
             (self.malformed, "malformed entry", "malformed entries"),
+            (self.wrong_size, "annotation stating another image size (boxes scaled)",
+             "annotations stating another image size (boxes scaled)"),
             (self.clipped, "box clipped to the image", "boxes clipped to the image"),
             (self.degenerate, "box without area dropped", "boxes without area dropped"),
             (self.unknown_class, "box of an unknown class dropped",
