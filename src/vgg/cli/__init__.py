@@ -76,16 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    try:
-        return int(args.func(args) or 0)
-    except VggError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `vgg models | head`
-        return 0
+    from ..interrupts import CtrlC
+
+    with CtrlC() as ctrl_c:  # a Ctrl-C lost inside a __del__ still ends with 130
+        try:
+            rc = int(args.func(args) or 0)
+            ctrl_c.check()
+            return rc
+        except VggError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `vgg models | head`
+            return 0
 
 
 def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], rule: str, kind: str,

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "a 2-core CPU (under 2 with --quick); uses a GPU when there is one.")
     p.add_argument("--out", type=Path, default=Path("vgg-demo"),
                    help="report folder (default vgg-demo); the dataset goes to OUT/data and "
-                        "the training run to OUT/run")
+                        "the training run to OUT/run. The folder is the demo's own: a rerun "
+                        "reuses OUT/data and replaces the runs, report and plots (no "
+                        "--overwrite needed)")
     p.add_argument("--quick", action="store_true",
                    help="a smaller dataset and fewer epochs: under 2 minutes on a 2-core CPU")
     add_device_flag(p)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import BadImageError
+from ..interrupts import CtrlC
 from ..preprocess import Preprocess
 from ..progress import Progress
 from .decode import Region, image_size
@@ -122,16 +123,26 @@ class RescaledImages:
         loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=_collate_by_shape,
                             num_workers=self.workers, pin_memory=self.dev.type == "cuda",
                             persistent_workers=False)
-        with Progress(len(rows_ok), f"{desc} Q={q}", "img", enabled=self.progress) as bar:
-            for batch in loader:
-                for row, path, reason in batch["bad"]:
-                    if row not in self.bad:
-                        self.bad[row] = reason
-                        self.on_bad(path, reason)
-                for rows, images in batch["groups"]:
-                    yield rows.numpy(), images.to(self.dev, non_blocking=True)
-                    bar.update(len(rows))
-                bar.update(len(batch["bad"]))
+        # Ctrl-C may land in the loader's clean-up (a __del__, where it would be lost):
+        # CtrlC remembers it and check() raises it again (vgg.interrupts)
+        with CtrlC() as ctrl_c:
+            batches = iter(loader)
+            try:
+                with Progress(len(rows_ok), f"{desc} Q={q}", "img",
+                              enabled=self.progress) as bar:
+                    for batch in batches:
+                        ctrl_c.check()
+                        for row, path, reason in batch["bad"]:
+                            if row not in self.bad:
+                                self.bad[row] = reason
+                                self.on_bad(path, reason)
+                        for rows, images in batch["groups"]:
+                            yield rows.numpy(), images.to(self.dev, non_blocking=True)
+                            bar.update(len(rows))
+                        bar.update(len(batch["bad"]))
+            finally:
+                del batches  # its __del__ stops the loader's workers
+            ctrl_c.check()
 
 
 class StoresPreprocessing(Protocol):

@@ -36,6 +36,7 @@ from ..checkpoint import Checkpoint, atomic_write
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
 from ..model import HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs
+from ..interrupts import CtrlC
 from ..npz import Array, json_meta, read_npz
 from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
@@ -490,8 +491,9 @@ def extract_with(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathL
     from ..train.checkpoint import RunLock
 
     parts = Path(f"{out}.parts")
-    with RunLock(parts):
+    with RunLock(parts), CtrlC() as ctrl_c:
         feats = _extract(nets, index, run, ids, ShardStore(parts, key), on_bad, desc)
+        ctrl_c.check()  # a Ctrl-C lost in a clean-up: keep the shards, write no OUT
         feats.save(out)
     shutil.rmtree(parts, ignore_errors=True)
     return feats
