@@ -190,7 +190,7 @@ def test_features_file_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         F.Features.load(tmp_path / "nope.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    with pytest.raises(DataError, match="cannot read features file"):
+    with pytest.raises(DataError, match="other.npz is not a vgg features file"):
         F.Features.load(tmp_path / "other.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(DataError, match="junk.npz is not a features file"):
