@@ -107,41 +107,83 @@ class FitInfo:
 
 
 def _line_search(a: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, Q: torch.Tensor,
-                 Y: torch.Tensor, M: torch.Tensor, C: float, iters: int = 60) -> torch.Tensor:
+                 Y: torch.Tensor, M: torch.Tensor, C: float, iters: int = 50) -> torch.Tensor:
     """argmin_t f(omega + t d) per class: the root of the piecewise-linear, increasing
     phi'(t) = a + t b + 2C sum_i M (z_i + t q_i - y_i) q_i [y_i (z_i + t q_i) < 1], with
     a = omega.d, b = |d|^2, Z and Q the margins of omega and d: safeguarded Newton steps
-    (exact once the active set stops changing), bisection when they leave the bracket."""
-    k = a.shape[0]
-    lo = torch.zeros(k, dtype=a.dtype, device=a.device)
-    hi = torch.full_like(lo, float("inf"))
-    t = torch.ones_like(lo)
+    (exact once the active set stops changing), bisection when they leave the bracket;
+    to a relative 1e-9 (the Newton iteration's accuracy comes from its gradient test)."""
+    lo = torch.zeros_like(a)
+    hi = torch.full_like(a, float("inf"))
+    t = torch.ones_like(a)
     for _ in range(iters):
         zt = Z + t * Q
         act = (Y * zt < 1) & M
         d1 = a + t * b + 2 * C * torch.where(act, (zt - Y) * Q, 0).sum(0)
         d2 = b + 2 * C * torch.where(act, Q * Q, 0).sum(0)
-        scale = a.abs() + t * b
-        if bool((d1.abs() <= 1e-12 * scale.clamp_min(1e-300)).all()):
-            break
         lo = torch.where(d1 < 0, t, lo)
         hi = torch.where(d1 > 0, t, hi)
         newton = t - d1 / d2
         inside = (newton > lo) & (newton < hi)
         mid = torch.where(torch.isinf(hi), 2 * t, 0.5 * (lo + hi))
-        t = torch.where(d1 == 0, t, torch.where(inside, newton, mid))
+        # settled: at the root up to rounding (phi' is exact on the root's piece)
+        settled = ((newton - t).abs() <= 1e-9 * t) | (hi - lo <= 1e-9 * t)
+        if bool(settled.all()):
+            return t
+        t = torch.where(settled, t, torch.where(inside, newton, mid))
     return t
 
 
-def _direct_size(n: int, r: int) -> int:
-    """The most active rows for which the exact Newton point (a Cholesky solve of that
-    size) is cheaper than about 20 preconditioned CG steps on the class."""
-    return int((3 * 20 * 4 * n * r) ** (1 / 3))
+CHOLESKY_SLOWDOWN = 4  # a Cholesky flop costs about this many matrix-product flops
+CHUNK_BYTES = 1 << 28   # memory of one batch of padded Newton systems
+
+
+def _exact_steps(G: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
+                 Y: torch.Tensor, classes: torch.Tensor, C: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Newton points of ``classes``: beta (len(classes), n) with
+    ``(G_AA + I / 2C) beta_A = y_A`` on each class's active rows A (zero elsewhere), and
+    which of them were solved (a failed factorisation falls back to CG). The systems are
+    batched, padded with identity rows, in order of size."""
+    n = act.shape[0]
+    sizes = act[:, classes].sum(0)
+    order = torch.argsort(sizes)
+    beta = torch.zeros(len(classes), n, dtype=G.dtype, device=G.device)
+    ok = torch.ones(len(classes), dtype=torch.bool, device=G.device)
+    start = 0
+    while start < len(classes):
+        m = int(sizes[order[start]])
+        stop = start + 1
+        while stop < len(classes) and (stop - start + 1) * int(sizes[order[stop]]) ** 2 * 8 \
+                <= CHUNK_BYTES:
+            stop += 1
+        part = order[start:stop]
+        m = int(sizes[part[-1]])
+        idx = torch.zeros(len(part), m, dtype=torch.long, device=G.device)
+        valid = torch.zeros(len(part), m, dtype=torch.bool, device=G.device)
+        for j, c in enumerate(classes[part].tolist()):
+            rows = torch.nonzero(act[:, c])[:, 0]
+            idx[j, :len(rows)] = rows
+            valid[j, :len(rows)] = True
+        g = idx if gidx is None else gidx[idx]
+        both = valid[:, :, None] & valid[:, None, :]
+        A = torch.where(both, G[g[:, :, None], g[:, None, :]], 0.0)
+        A.diagonal(dim1=1, dim2=2).add_(torch.where(valid, 1 / (2 * C), 1.0))
+        rhs = torch.where(valid, Y[idx, classes[part][:, None]], 0.0)[:, :, None]
+        chol, info = torch.linalg.cholesky_ex(A)
+        sol = torch.cholesky_solve(rhs, chol)[:, :, 0]
+        good = info == 0
+        ok[part] = good
+        rows_b = torch.where(valid & good[:, None], sol, 0.0)
+        beta[part] = torch.zeros(len(part), n, dtype=G.dtype, device=G.device).scatter_add_(
+            1, idx, rows_b)
+        start = stop
+    return beta, ok
 
 
 def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: torch.Tensor,
         M: torch.Tensor, C: float, omega: torch.Tensor | None = None, tol: float = TOL,
-        max_newton: int = MAX_NEWTON, max_cg: int = MAX_CG, direct: int | None = None
+        max_newton: int = MAX_NEWTON, max_cg: int = MAX_CG, direct_max: int | None = None
         ) -> tuple[torch.Tensor, FitInfo]:
     """Minimise f_k for every class k on ``rows`` of the basis (all when None): ``Y``
     (n, K) in {-1, +1}, ``M`` (n, K) bool (row used for class k), ``omega`` (K, r) the
@@ -150,9 +192,9 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
 
     Each Newton step minimises the quadratic model on the class's active rows A (margin
     below 1): exactly, ``omega = L_A^T beta`` with ``(G_AA + I / 2C) beta = y_A`` (a
-    Cholesky solve), when A has at most ``direct`` rows (default: when that is cheaper
-    than about 20 CG steps; high C, few support vectors); by conjugate gradients
-    otherwise; then the exact line search towards it.
+    Cholesky solve), when A has at most ``direct_max`` rows (default: when that costs
+    less than the CG steps the last Newton system took; high C, few support vectors);
+    by conjugate gradients otherwise; then the exact line search towards it.
     """
     dev = basis.L.device
     if rows is None:
@@ -170,7 +212,7 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
     L2T = (L * L).T.contiguous()   # (r, n): the Hessian's diagonal
     LT = L.T.contiguous()
     Z = L @ omega.T                # (n, K) margins
-    small = 0 if G is None else _direct_size(n, r) if direct is None else direct
+    cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
     cg_steps, it = 0, 0
     done = torch.zeros(k, dtype=torch.bool, device=dev)
     f = objective(L, Y, Mf, omega, C)
@@ -185,22 +227,20 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
         act_b = slack > 0
         act = act_b.to(L.dtype)                           # generalised Hessian's rows
         n_act = act_b.sum(0)
-        direct = ~done & (n_act <= small)
+        if G is None:
+            direct = torch.zeros_like(done)
+        elif direct_max is None:  # an exact step where it costs less than CG's
+            direct = ~done & (n_act.double() ** 3 / 3 * CHOLESKY_SLOWDOWN
+                              <= cg_est * 4 * n * r)
+        else:
+            direct = ~done & (n_act <= direct_max)
         d = torch.zeros_like(omega)
         if bool(direct.any()):
-            beta = torch.zeros(k, n, dtype=L.dtype, device=dev)
-            for c in torch.nonzero(direct)[:, 0].tolist():
-                a = torch.nonzero(act_b[:, c])[:, 0]
-                g = a if gidx is None else gidx[a]
-                GA = G[g[:, None], g]
-                GA.diagonal().add_(1 / (2 * C))
-                chol, bad = torch.linalg.cholesky_ex(GA)
-                if int(bad):
-                    direct[c] = False
-                    continue
-                beta[c, a] = torch.cholesky_solve(Y[a, c, None], chol)[:, 0]
             sel = torch.nonzero(direct)[:, 0]
-            d[sel] = beta[sel] @ L - omega[sel]
+            beta, ok = _exact_steps(G, gidx, act_b, Y, sel, C)
+            direct[sel[~ok]] = False
+            sel, beta = sel[ok], beta[ok]
+            d[sel] = beta @ L - omega[sel]
         live = ~done & ~direct
         if bool(live.any()):
             # preconditioned CG on H d = -grad, H v = v + 2C L^T diag(act) L v, per class
@@ -216,7 +256,7 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
             p = zr.clone()
             rz = (res * zr).sum(1)
             on = torch.ones_like(stop, dtype=torch.bool)
-            for _ in range(max_cg):
+            for step in range(1, max_cg + 1):
                 Hp = p + 2 * C * (LT @ (act_c * (L @ p.T))).T
                 cg_steps += 1
                 pHp = (p * Hp).sum(1)
@@ -231,9 +271,11 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
                 p = zr + (rz_new / rz.clamp_min(1e-300))[:, None] * p
                 rz = rz_new
             d[cls] = dc
-        Q = L @ d.T
-        t = _line_search((omega * d).sum(1), (d * d).sum(1), Z, Q, Y, M, C)
-        t = torch.where(done, 0, t)
-        omega += t[:, None] * d
-        Z += t * Q
+            cg_est = float(step)
+        go = torch.nonzero(~done)[:, 0]
+        Q = L @ d[go].T
+        t = _line_search((omega[go] * d[go]).sum(1), (d[go] ** 2).sum(1), Z[:, go], Q,
+                         Y[:, go], M[:, go], C)
+        omega[go] += t[:, None] * d[go]
+        Z[:, go] += t * Q
     return omega, FitInfo(it, cg_steps, bool(done.all()), f.cpu().numpy())
