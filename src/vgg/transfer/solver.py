@@ -181,10 +181,11 @@ def _exact_steps(G: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
     return beta, ok
 
 
-def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: torch.Tensor,
-        M: torch.Tensor, C: float, omega: torch.Tensor | None = None, tol: float = TOL,
-        max_newton: int = MAX_NEWTON, max_cg: int = MAX_CG, direct_max: int | None = None
-        ) -> tuple[torch.Tensor, FitInfo]:
+def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
+                      Y: torch.Tensor, M: torch.Tensor, C: float,
+                      omega: torch.Tensor | None = None, tol: float = TOL,
+                      max_newton: int = MAX_NEWTON, max_cg: int = MAX_CG,
+                      direct_max: int | None = None) -> tuple[torch.Tensor, FitInfo]:
     """Minimise f_k for every class k on ``rows`` of the basis (all when None): ``Y``
     (n, K) in {-1, +1}, ``M`` (n, K) bool (row used for class k), ``omega`` (K, r) the
     start (a warm start from a nearby C; zeros by default). Returns the (K, r) weights
@@ -213,9 +214,7 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
     LT = L.T.contiguous()
     Z = L @ omega.T                # (n, K) margins
     cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
-    cg_steps, it = 0, 0
-    done = torch.zeros(k, dtype=torch.bool, device=dev)
-    f = objective(L, Y, Mf, omega, C)
+    cg_steps = 0
     for it in range(max_newton + 1):
         slack = (1 - Y * Z).clamp_min(0) * Mf            # (n, K), zero where unused
         f = 0.5 * (omega ** 2).sum(1) + C * (slack ** 2).sum(0)
@@ -255,21 +254,21 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None, Y: t
             zr = res / P
             p = zr.clone()
             rz = (res * zr).sum(1)
-            on = torch.ones_like(stop, dtype=torch.bool)
+            on = torch.arange(len(cls), device=dev)     # the classes still iterating
             for step in range(1, max_cg + 1):
-                Hp = p + 2 * C * (LT @ (act_c * (L @ p.T))).T
+                po = p[on]
+                Hp = po + 2 * C * (LT @ (act_c[:, on] * (L @ po.T))).T
                 cg_steps += 1
-                pHp = (p * Hp).sum(1)
-                alpha = torch.where(on, rz / pHp.clamp_min(1e-300), 0)
-                dc += alpha[:, None] * p
-                res -= alpha[:, None] * Hp
-                on = on & ((res ** 2).sum(1).sqrt() > stop)
-                if not bool(on.any()):
+                alpha = rz[on] / (po * Hp).sum(1).clamp_min(1e-300)
+                dc[on] += alpha[:, None] * po
+                res[on] -= alpha[:, None] * Hp
+                on = on[(res[on] ** 2).sum(1).sqrt() > stop[on]]
+                if len(on) == 0:
                     break
-                zr = res / P
-                rz_new = (res * zr).sum(1)
-                p = zr + (rz_new / rz.clamp_min(1e-300))[:, None] * p
-                rz = rz_new
+                zr = res[on] / P[on]
+                rz_new = (res[on] * zr).sum(1)
+                p[on] = zr + (rz_new / rz[on].clamp_min(1e-300))[:, None] * p[on]
+                rz[on] = rz_new
             d[cls] = dc
             cg_est = float(step)
         go = torch.nonzero(~done)[:, 0]
