@@ -187,17 +187,22 @@ def features_part(args: argparse.Namespace) -> None:
 def caltech_like(k: int, per_class: int, dim: int, noise: float, seed: int = 0
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(X (k * per_class, dim) float32, labels): descriptors of 3 stacked scales, each
-    block relu(class mean + scale's shift of it + noise), L2-normalised, then the whole
-    row L2-normalised — the shape of Appendix B's stacked Caltech descriptor."""
+    block relu(class mean + the scale's shift of it + nuisance + noise), L2-normalised,
+    then the whole row L2-normalised — the shape of Appendix B's stacked Caltech
+    descriptor. The nuisance (background, pose, light: 32 directions shared by all
+    classes, ``noise`` times stronger than the isotropic noise) is what a fitted SVM
+    learns to ignore and a class mean does not."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(k), per_class)
-    w = dim // 3
-    blocks = []
+    n, w = len(labels), dim // 3
     centres = rng.normal(size=(k, w))
+    nuisance = rng.normal(size=(32, w)) / np.sqrt(32)
+    blocks = []
     for _ in range(3):
         shift = 0.5 * rng.normal(size=(k, w))
-        b = np.maximum(0.0, centres[labels] + shift[labels]
-                       + noise * rng.normal(size=(len(labels), w)))
+        b = centres[labels] + shift[labels] + noise * (
+            noise * rng.normal(size=(n, 32)) @ nuisance + rng.normal(size=(n, w)))
+        b = np.maximum(0.0, b)
         blocks.append(b / np.linalg.norm(b, axis=1, keepdims=True))
     X = np.concatenate(blocks, 1)
     X /= np.linalg.norm(X, axis=1, keepdims=True)

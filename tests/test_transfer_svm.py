@@ -152,6 +152,20 @@ def test_torch_svms_warm_start_from_the_nearest_c() -> None:
     torch.testing.assert_close(engine._start(1.0), engine._warm[0.1])  # a tie: smaller C
 
 
+def test_jobs_limit_torchs_threads_for_the_fit_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, T = problem(30, 8, 3, separable=True)
+    seen = []
+    real = S.fit_squared_hinge
+
+    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        seen.append(torch.get_num_threads())
+        return real(*a, **kw)
+    monkeypatch.setattr("vgg.transfer.svm.fit_squared_hinge", spy)
+    before = torch.get_num_threads()
+    train_svms(X, T, C_grid=[0.1, 1.0], jobs=1, device="cpu")
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before
+
+
 def test_solver_errors() -> None:
     X, T = problem(30, 8, 3, separable=True)
     with pytest.raises(ConfigError, match="unknown SVM solver 'sgd': choose from torch, "
