@@ -17,8 +17,8 @@ multiply-adds per image too.
 The SVM stage (``--part svm``): ``vgg.transfer.svm.train_svms`` — one-vs-rest SVMs, C
 chosen among 0.01 .. 1000 on 20% held out, refit on all — as a Caltech-101 protocol run
 does it: 102 classes, 30 training and 50 test images per class, 3 random splits, on
-synthetic descriptors of the stacked kind (3 scales, each relu-like class means plus
-noise, L2-normalised), D = 3 x 1024 (a scaled-down net, fc_width 1024) and 3 x 4096
+synthetic descriptors of the stacked kind (3 scales, each relu(class mean + nuisance
+shared by the classes + noise), L2-normalised), D = 3 x 1024 (a scaled-down net, fc_width 1024) and 3 x 4096
 (full size). Both solvers of the same problem, same cores: ``torch`` (all classes at
 once, Newton's method) against ``liblinear`` (scikit-learn's LinearSVC per class, joblib
 threads). Per solver: seconds per protocol run, the chosen C of each split, and, for
@@ -98,8 +98,8 @@ def macs_per_image(q: int, sizes: list[tuple[int, int]], flip: bool) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("all", "features", "svm"), default="all",
-                    help="descriptor extraction, the SVM stage, or both (default)")
+    ap.add_argument("--part", choices=("features", "svm"), default="features",
+                    help="descriptor extraction (default) or the SVM stage")
     ap.add_argument("--data", type=Path, default=None,
                     help="a folder of class folders (default: generated photo-sized JPEGs)")
     ap.add_argument("--images", type=int, default=8)
@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--svm-train", type=int, default=30, help="training images per class")
     ap.add_argument("--svm-test", type=int, default=50, help="test images per class")
     ap.add_argument("--svm-splits", type=int, default=3)
-    ap.add_argument("--svm-noise", type=float, default=10.0,
+    ap.add_argument("--svm-noise", type=float, default=3.0,
                     help="noise / class-mean scale of the synthetic descriptors")
     ap.add_argument("--lib-splits", default=None, metavar="N,N",
                     help="splits liblinear runs, per D (default: all; it is slow)")
@@ -119,9 +119,9 @@ def main() -> None:
     ap.add_argument("--record", action="store_true",
                     help="write the tables into docs/benchmarks.md")
     args = ap.parse_args()
-    if args.part in ("all", "features"):
+    if args.part == "features":
         features_part(args)
-    if args.part in ("all", "svm"):
+    else:
         svm_part(args)
 
 
@@ -170,9 +170,8 @@ def features_part(args: argparse.Namespace) -> None:
     if args.record:
         doc = REPO / "docs" / "benchmarks.md"
         s = doc.read_text()
-        block = (f"<!-- transfer:begin -->\n`python benchmarks/bench_transfer.py --part "
-                 f"features --images {args.images} --record`\n\n{text}\n"
-                 f"<!-- transfer:end -->")
+        block = (f"<!-- transfer:begin -->\n`python benchmarks/bench_transfer.py "
+                 f"--images {args.images} --record`\n\n{text}\n<!-- transfer:end -->")
         if "<!-- transfer:begin -->" in s:
             a, rest = s.split("<!-- transfer:begin -->", 1)
             s = a + block + rest.split("<!-- transfer:end -->", 1)[1]
