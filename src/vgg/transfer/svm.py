@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 HOLDOUT = 0.2          # the paper: 20% of each training split validates hyper-parameters
-MAX_ITER = 5000       # liblinear's iteration cap
+MAX_ITER = 5000        # liblinear's iteration cap
 SOLVERS = ("torch", "liblinear")
 
 
@@ -138,7 +138,6 @@ class TorchSVMs:
         self.Y = torch.where(pos, 1.0, -1.0).to(torch.float64)
         self.M = torch.ones_like(pos) if ignore is None else \
             ~torch.as_tensor(np.asarray(ignore, bool), device=self.device)
-        self.objective = np.zeros(0)  # f_k of the last fit (0 for constant scorers)
         self._warm: dict[float, torch.Tensor] = {}
 
     def _start(self, C: float) -> torch.Tensor | None:
@@ -156,15 +155,13 @@ class TorchSVMs:
         trained = pos & neg      # the others: constant scorers (+1 all positive, else -1)
         k, r = Y.shape[1], self.basis.rank
         omega = torch.zeros(k, r, dtype=torch.float64, device=self.device)
-        self.objective = np.zeros(k)
         t0 = time.perf_counter()
         if bool(trained.any()):
             start = self._start(C)
             idx = torch.nonzero(trained)[:, 0]
             om, info = fit_squared_hinge(self.basis, rows, Y[:, idx], M[:, idx], C,
-                                  None if start is None else start[idx], self.tol)
+                                         None if start is None else start[idx], self.tol)
             omega[idx] = om
-            self.objective[idx.cpu().numpy()] = info.objective
             if not info.converged:
                 log.warning("the torch SVM solver stopped after %d Newton steps short of "
                             "its tolerance (C=%g)", info.newton, C)
