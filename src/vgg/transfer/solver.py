@@ -38,6 +38,7 @@ TOL = 1e-6            # certified relative objective gap per class (see fit_squa
 MAX_NEWTON = 200
 MAX_CG = 500
 RANK_EPS = 1e-11      # eigenvalues below RANK_EPS * the largest: outside the span
+TINY32 = torch.finfo(torch.float32).tiny
 GRAM_MAX = 8192       # rows up to which the N x N Gram matrix is kept (exact Newton steps)
 
 
@@ -146,6 +147,8 @@ def _exact_steps(G: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
     which of them were solved (a failed factorisation falls back to CG). The systems are
     batched, padded with identity rows, in order of size."""
     n = act.shape[0]
+    N = G.shape[0]
+    Gz = torch.nn.functional.pad(G, (0, 1, 0, 1))   # row and column N: zeros (padding)
     sizes = act[:, classes].sum(0)
     order = torch.argsort(sizes)
     beta = torch.zeros(len(classes), n, dtype=G.dtype, device=G.device)
@@ -165,13 +168,13 @@ def _exact_steps(G: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
             rows = torch.nonzero(act[:, c])[:, 0]
             idx[j, :len(rows)] = rows
             valid[j, :len(rows)] = True
-        g = idx if gidx is None else gidx[idx]
-        both = valid[:, :, None] & valid[:, None, :]
-        A = torch.where(both, G[g[:, :, None], g[:, None, :]], 0.0)
+        g = torch.where(valid, idx if gidx is None else gidx[idx], N)
+        A = Gz[g[:, :, None], g[:, None, :]]            # zero rows/columns for padding
         A.diagonal(dim1=1, dim2=2).add_(torch.where(valid, 1 / (2 * C), 1.0))
         rhs = torch.where(valid, Y[idx, classes[part][:, None]], 0.0)[:, :, None]
         chol, info = torch.linalg.cholesky_ex(A)
-        sol = torch.cholesky_solve(rhs, chol)[:, :, 0]
+        half = torch.linalg.solve_triangular(chol, rhs, upper=False)
+        sol = torch.linalg.solve_triangular(chol.mT, half, upper=True)[:, :, 0]
         good = info == 0
         ok[part] = good
         rows_b = torch.where(valid & good[:, None], sol, 0.0)
@@ -210,8 +213,12 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     Mf = M.to(L.dtype)
     omega = torch.zeros(k, r, dtype=L.dtype, device=dev) if omega is None \
         else omega.to(L).clone()
-    L2T = (L * L).T.contiguous()   # (r, n): the Hessian's diagonal
     LT = L.T.contiguous()
+    # the CG's Hessian products and preconditioner in float32 (they only shape the
+    # direction; gradients, margins and the stopping test stay float64)
+    L32 = L.float()
+    LT32 = LT.float()
+    L2T32 = (L32 * L32).T.contiguous()   # (r, n): the Hessian's diagonal
     Z = L @ omega.T                # (n, K) margins
     cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
     cg_steps = 0
@@ -244,11 +251,11 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
         if bool(live.any()):
             # preconditioned CG on H d = -grad, H v = v + 2C L^T diag(act) L v, per class
             cls = torch.nonzero(live)[:, 0]
-            Gc, act_c = G_[cls], act[:, cls]
-            P = 1 + 2 * C * (L2T @ act_c).T               # (k', r) Jacobi preconditioner
+            Gc, act_c = G_[cls].float(), act[:, cls].float()
+            P = 1 + 2 * C * (L2T32 @ act_c).T             # (k', r) Jacobi preconditioner
             ggc, fc = gg[cls], f[cls]
-            stop = ggc.sqrt() * torch.clamp((ggc / (2 * fc.clamp_min(1e-300))).sqrt(),
-                                            max=0.1).clamp_min(1e-3)  # forcing term
+            stop = (ggc.sqrt() * torch.clamp((ggc / (2 * fc.clamp_min(1e-300))).sqrt(),
+                                             max=0.1).clamp_min(1e-3)).float()  # forcing
             dc = torch.zeros_like(Gc)
             res = -Gc
             zr = res / P
@@ -257,9 +264,9 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
             on = torch.arange(len(cls), device=dev)     # the classes still iterating
             for step in range(1, max_cg + 1):
                 po = p[on]
-                Hp = po + 2 * C * (LT @ (act_c[:, on] * (L @ po.T))).T
+                Hp = po + 2 * C * (LT32 @ (act_c[:, on] * (L32 @ po.T))).T
                 cg_steps += 1
-                alpha = rz[on] / (po * Hp).sum(1).clamp_min(1e-300)
+                alpha = rz[on] / (po * Hp).sum(1).clamp_min(TINY32)
                 dc[on] += alpha[:, None] * po
                 res[on] -= alpha[:, None] * Hp
                 on = on[(res[on] ** 2).sum(1).sqrt() > stop[on]]
@@ -267,9 +274,9 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
                     break
                 zr = res[on] / P[on]
                 rz_new = (res[on] * zr).sum(1)
-                p[on] = zr + (rz_new / rz[on].clamp_min(1e-300))[:, None] * p[on]
+                p[on] = zr + (rz_new / rz[on].clamp_min(TINY32))[:, None] * p[on]
                 rz[on] = rz_new
-            d[cls] = dc
+            d[cls] = dc.to(d.dtype)
             cg_est = float(step)
         go = torch.nonzero(~done)[:, 0]
         Q = L @ d[go].T
