@@ -222,38 +222,44 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     Z = L @ omega.T                # (n, K) margins
     cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
     cg_steps = 0
+    f = torch.zeros(k, dtype=L.dtype, device=dev)
+    done = torch.zeros(k, dtype=torch.bool, device=dev)
+    lv = torch.arange(k, device=dev)   # the classes still iterating (a done one is left)
     for it in range(max_newton + 1):
-        slack = (1 - Y * Z).clamp_min(0) * Mf            # (n, K), zero where unused
-        f = 0.5 * (omega ** 2).sum(1) + C * (slack ** 2).sum(0)
-        G_ = omega - 2 * C * (LT @ (slack * Y)).T         # (K, r) gradient
-        gg = (G_ ** 2).sum(1)
-        done = gg <= 2 * tol * f
-        if bool(done.all()) or it == max_newton:
+        Yl = Y[:, lv]
+        slack = (1 - Yl * Z[:, lv]).clamp_min(0) * Mf[:, lv]   # (n, k'), 0 where unused
+        fl = 0.5 * (omega[lv] ** 2).sum(1) + C * (slack ** 2).sum(0)
+        f[lv] = fl
+        grad = omega[lv] - 2 * C * (LT @ (slack * Yl)).T       # (k', r)
+        gg = (grad ** 2).sum(1)
+        ok = gg <= 2 * tol * fl
+        done[lv[ok]] = True
+        if bool(ok.all()) or it == max_newton:
             break
-        act_b = slack > 0
-        act = act_b.to(L.dtype)                           # generalised Hessian's rows
+        keep = torch.nonzero(~ok)[:, 0]
+        lv, Yl, slack, grad, gg, fl = lv[keep], Yl[:, keep], slack[:, keep], grad[keep], \
+            gg[keep], fl[keep]
+        act_b = slack > 0                                      # generalised Hessian's rows
         n_act = act_b.sum(0)
         if G is None:
-            direct = torch.zeros_like(done)
+            direct = torch.zeros_like(ok[keep])
         elif direct_max is None:  # an exact step where it costs less than CG's
-            direct = ~done & (n_act.double() ** 3 / 3 * CHOLESKY_SLOWDOWN
-                              <= cg_est * 4 * n * r)
+            direct = n_act.double() ** 3 / 3 * CHOLESKY_SLOWDOWN <= cg_est * 4 * n * r
         else:
-            direct = ~done & (n_act <= direct_max)
-        d = torch.zeros_like(omega)
+            direct = n_act <= direct_max
+        d = torch.zeros_like(grad)
         if bool(direct.any()):
             sel = torch.nonzero(direct)[:, 0]
-            beta, ok = _exact_steps(G, gidx, act_b, Y, sel, C)
-            direct[sel[~ok]] = False
-            sel, beta = sel[ok], beta[ok]
-            d[sel] = beta @ L - omega[sel]
-        live = ~done & ~direct
-        if bool(live.any()):
+            beta, good = _exact_steps(G, gidx, act_b, Yl, sel, C)
+            direct[sel[~good]] = False
+            sel, beta = sel[good], beta[good]
+            d[sel] = beta @ L - omega[lv[sel]]
+        if not bool(direct.all()):
             # preconditioned CG on H d = -grad, H v = v + 2C L^T diag(act) L v, per class
-            cls = torch.nonzero(live)[:, 0]
-            Gc, act_c = G_[cls].float(), act[:, cls].float()
-            P = 1 + 2 * C * (L2T32 @ act_c).T             # (k', r) Jacobi preconditioner
-            ggc, fc = gg[cls], f[cls]
+            cls = torch.nonzero(~direct)[:, 0]
+            Gc, act_c = grad[cls].float(), act_b[:, cls].float()
+            P = 1 + 2 * C * (L2T32 @ act_c).T             # (k'', r) Jacobi preconditioner
+            ggc, fc = gg[cls], fl[cls]
             stop = (ggc.sqrt() * torch.clamp((ggc / (2 * fc.clamp_min(1e-300))).sqrt(),
                                              max=0.1).clamp_min(1e-3)).float()  # forcing
             dc = torch.zeros_like(Gc)
@@ -278,10 +284,9 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
                 rz[on] = rz_new
             d[cls] = dc.to(d.dtype)
             cg_est = float(step)
-        go = torch.nonzero(~done)[:, 0]
-        Q = L @ d[go].T
-        t = _line_search((omega[go] * d[go]).sum(1), (d[go] ** 2).sum(1), Z[:, go], Q,
-                         Y[:, go], M[:, go], C)
-        omega[go] += t[:, None] * d[go]
-        Z[:, go] += t * Q
+        Q = L @ d.T
+        t = _line_search((omega[lv] * d).sum(1), (d ** 2).sum(1), Z[:, lv], Q, Yl, M[:, lv],
+                         C)
+        omega[lv] += t[:, None] * d
+        Z[:, lv] += t * Q
     return omega, FitInfo(it, cg_steps, bool(done.all()), f.cpu().numpy())
