@@ -18,8 +18,8 @@ The SVM stage (``--part svm``): ``vgg.transfer.svm.train_svms`` — one-vs-rest 
 chosen among 0.01 .. 1000 on 20% held out, refit on all — as a Caltech-101 protocol run
 does it: 102 classes, 30 training and 50 test images per class, 3 random splits, on
 synthetic descriptors of the stacked kind (3 scales, each relu(class mean + nuisance
-shared by the classes + noise), L2-normalised), D = 3 x 1024 (a scaled-down net, fc_width 1024) and 3 x 4096
-(full size). Both solvers of the same problem, same cores: ``torch`` (all classes at
+shared by the classes + noise), L2-normalised), D = 3 x 1024 (a scaled-down net,
+fc_width 1024) and 3 x 4096 (full size). Both solvers of the same problem, same cores: ``torch`` (all classes at
 once, Newton's method) against ``liblinear`` (scikit-learn's LinearSVC per class, joblib
 threads). Per solver: seconds per protocol run, the chosen C of each split, and, for
 every fit (the 6 held-out fits and the refit of every split), the objective value per
@@ -253,7 +253,7 @@ def run_solver(X: np.ndarray, labels: np.ndarray, splits: list[tuple[np.ndarray,
     from vgg.eval import metrics
 
     T = np.eye(k, dtype=np.uint8)[labels]
-    out: dict[str, list] = {"seconds": [], "C": [], "recall": [], "fits": []}
+    out: dict[str, list] = {"seconds": [], "basis": [], "C": [], "recall": [], "fits": []}
     for s, (tr, te) in enumerate(splits):
         with FitLog(len(tr)) as fl:
             t0 = time.perf_counter()
@@ -261,6 +261,7 @@ def run_solver(X: np.ndarray, labels: np.ndarray, splits: list[tuple[np.ndarray,
             r = metrics.class_recalls(svm.scores(X[te]), labels[te])
             out["seconds"].append(time.perf_counter() - t0)
         out["C"].append(svm.C)
+        out["basis"].append(svm.basis_seconds)
         out["recall"].append(r)
         hold, _ = svm_mod.holdout_rows(T[tr], seed=s)  # the held-out fits' rows
         out["fits"].append([(C, held, objectives(X[tr][hold] if held else X[tr],
@@ -286,9 +287,9 @@ def svm_part(args: argparse.Namespace) -> None:
              f"at a certified relative objective gap of {svm_mod.TOL:g} per class, "
              f"liblinear at scikit-learn's defaults (tol 1e-4, at most "
              f"{svm_mod.MAX_ITER} iterations).", "",
-             "| D | solver | splits run | s / split | s / protocol run (3 splits) | "
-             "speed-up | chosen C per split | mean test recall |",
-             "|---:|---|---:|---:|---:|---:|---|---:|"]
+             "| D | solver | splits run | s / split | of which basis | s / protocol run "
+             f"({args.svm_splits} splits) | speed-up | chosen C per split | mean test recall |",
+             "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
     gaps = ["", "Objective values (LinearSVC's primal per class, float64) of the two "
                 "solvers' weights, fit by fit (the same rows and C), as (liblinear - "
                 "torch) / torch over classes and splits: positive where liblinear stopped "
@@ -322,7 +323,8 @@ def svm_part(args: argparse.Namespace) -> None:
                                                      f" (est. {n} split measured x "
                                                      f"{args.svm_splits})")
             speed = f"{base / per:.1f}x" if base else "-"
-            lines.append(f"| {dim} | {solver} | {n} | {per:.1f} | {run} | {speed} | "
+            basis = f"{np.mean(r['basis']):.1f}" if solver == "torch" else "-"
+            lines.append(f"| {dim} | {solver} | {n} | {per:.1f} | {basis} | {run} | {speed} | "
                          f"{', '.join(f'{c:g}' for c in r['C'])} | "
                          f"{np.mean([x.mean() for x in r['recall']]):.4f} |")
         if "torch" in res and "liblinear" in res:
