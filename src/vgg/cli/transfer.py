@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "recall (Table 11), box-level classification (Table 12)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Appendix B end to end: descriptors of fixed nets (as `vgg features`), "
-                    "one-vs-rest\nlinear SVMs (scikit-learn) with C chosen on 20% of the "
+                    "one-vs-rest\nlinear SVMs (--solver) with C chosen on 20% of the "
                     "training images held out,\nthen the dataset's metric, beside the same "
                     "pipeline on randomly initialised nets\nof the same architectures (what "
                     "the trained features add).\n\n"
@@ -122,8 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the random-init baseline (halves the extraction time)")
     t.add_argument("--features-dir", default=None, metavar="DIR",
                    help="keep the descriptors here (resumable; reused by a rerun)")
+    t.add_argument("--solver", choices=("torch", "liblinear"), default="torch",
+                   help="SVM solver, one problem (LinearSVC's): torch (default; all classes "
+                        "at once, Newton's method, on the GPU when there is one) or "
+                        "liblinear (scikit-learn's LinearSVC per class, slower)")
     t.add_argument("--jobs", type=jobs_count, default=None,
-                   help="processes fitting SVMs (default: all cores)")
+                   help="CPU threads fitting SVMs (default: all cores)")
     t.add_argument("--json", default=None, metavar="OUT.json", help="write the results as JSON")
     t.add_argument("--plot", default=None, metavar="OUT.png",
                    help="precision-recall curves per class (AP protocols; default: beside "
@@ -242,7 +246,8 @@ def run_transfer(args: argparse.Namespace) -> int:
         report = P.run_saved(train, test, train_per_class=args.train_per_class,
                              test_per_class=args.test_per_class, splits=args.splits,
                              seed=args.seed, C_grid=grid, jobs=args.jobs,
-                             train_name=args.sources[0], test_name=args.test or "")
+                             train_name=args.sources[0], test_name=args.test or "",
+                             solver=args.solver)
     else:
         if args.test is not None:
             raise ConfigError("--test takes a features file; with checkpoints give --data")
@@ -259,7 +264,7 @@ def run_transfer(args: argparse.Namespace) -> int:
                                    else "average"),
             cache=Path(args.features_dir) if args.features_dir else None)
         common = {"baseline": args.baseline, "seed": args.seed, "C_grid": grid,
-                  "jobs": args.jobs}
+                  "jobs": args.jobs, "solver": args.solver}
         if protocol == "voc":
             report = P.run_voc(nets, data, opts, **common)
         elif protocol == "boxes":

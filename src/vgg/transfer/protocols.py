@@ -161,12 +161,12 @@ def _curves(scores: np.ndarray, test: Features) -> dict[str, tuple[list[float], 
 
 def score_ap(train: Features, test: Features, label: str, seed: int = 0,
              C_grid: Sequence[float] = C_GRID, jobs: int | None = None,
-             ap_kind: str = "voc07_11point") -> list[Outcome]:
+             ap_kind: str = "voc07_11point", solver: str = "torch") -> list[Outcome]:
     """SVMs on ``train``, AP per class on ``test``: one outcome per AP kind (11-point,
     then area); the C is chosen by held-out mAP of ``ap_kind``."""
     _same_classes(train, test)
     svm = train_svms(train.X, train.targets, train.ignore, multi_label=True, C_grid=C_grid,
-                     seed=seed, jobs=jobs, ap_kind=ap_kind)
+                     seed=seed, jobs=jobs, ap_kind=ap_kind, solver=solver)
     scores = svm.scores(test.X)
     out = []
     for kind in ("voc07_11point", "area"):
@@ -184,13 +184,13 @@ def score_ap(train: Features, test: Features, label: str, seed: int = 0,
 
 
 def score_recall(train: Features, test: Features, seed: int = 0,
-                 C_grid: Sequence[float] = C_GRID, jobs: int | None = None
-                 ) -> tuple[float, np.ndarray, dict[str, Any]]:
+                 C_grid: Sequence[float] = C_GRID, jobs: int | None = None,
+                 solver: str = "torch") -> tuple[float, np.ndarray, dict[str, Any]]:
     """SVMs on ``train`` (single-label), mean class recall on ``test``; also the (K,)
     per-class recalls and the fit's details."""
     _same_classes(train, test)
     svm = train_svms(train.X, train.targets, None, multi_label=False, C_grid=C_grid,
-                     seed=seed, jobs=jobs)
+                     seed=seed, jobs=jobs, solver=solver)
     scores = svm.scores(test.X)
     r = metrics.class_recalls(scores, test.labels)
     return metrics.mean_class_recall(scores, test.labels), r, {
@@ -286,11 +286,12 @@ def _split_tree(data_dir: Path) -> tuple[Any, np.ndarray, str] | None:
 
 def score_splits(feats: Features, splits: list[tuple[np.ndarray, np.ndarray]], label: str,
                  seed: int = 0, C_grid: Sequence[float] = C_GRID,
-                 jobs: int | None = None) -> Outcome:
+                 jobs: int | None = None, solver: str = "torch") -> Outcome:
     """Mean class recall on each split (rows of ``feats``), mean and std over them."""
     values, details, recalls = [], [], []
     for s, (tr, te) in enumerate(splits):
-        v, r, d = score_recall(feats.subset(tr), feats.subset(te), seed + s, C_grid, jobs)
+        v, r, d = score_recall(feats.subset(tr), feats.subset(te), seed + s, C_grid, jobs,
+                               solver)
         values.append(v)
         recalls.append(r)
         details.append({"split": s, "value": v, **d})
@@ -357,7 +358,7 @@ def dataset_name(data_dir: Path) -> str:
 
 def run_voc(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOptions, *,
             baseline: bool = True, seed: int = 0, C_grid: Sequence[float] = C_GRID,
-            jobs: int | None = None) -> TransferReport:
+            jobs: int | None = None, solver: str = "torch") -> TransferReport:
     """Table 11's VOC columns on a VOC year folder."""
     from ..data.folders import index_voc
 
@@ -373,7 +374,7 @@ def run_voc(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOptio
         te = opts.extract(fnets, test_idx, f"{tag}-{te_split}")
         skipped.update(tr.skipped)
         skipped.update(te.skipped)
-        outcomes += score_ap(tr, te, label, seed, C_grid, jobs, kind)
+        outcomes += score_ap(tr, te, label, seed, C_grid, jobs, kind, solver)
     n_hard = int(sum(bool(d) for d in (test_idx.difficult or [])))
     if n_hard:
         notes.append(f"{n_hard} test images hold only 'difficult' objects of some class: "
@@ -386,7 +387,7 @@ def run_splits(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOp
                train_per_class: int | None = None, test_per_class: int | None = CALTECH_TEST,
                splits: int = 3, baseline: bool = True, seed: int = 0,
                C_grid: Sequence[float] = C_GRID, jobs: int | None = None,
-               protocol: str = "caltech") -> TransferReport:
+               protocol: str = "caltech", solver: str = "torch") -> TransferReport:
     """Table 11's Caltech columns (or the same on any class-folder tree): descriptors of
     every image some split uses, then SVMs and mean class recall per split."""
     from ..data.folders import index_folder
@@ -432,7 +433,7 @@ def run_splits(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOp
         skipped.update(feats.skipped)
         rows = [(_rows_of(feats, [all_ids[i] for i in tr]),
                  _rows_of(feats, [all_ids[i] for i in te])) for tr, te in draws]
-        outcomes.append(score_splits(feats, rows, label, seed, C_grid, jobs))
+        outcomes.append(score_splits(feats, rows, label, seed, C_grid, jobs, solver))
     if skipped:
         notes.append(f"{len(skipped)} unreadable images left out of their splits")
     return TransferReport(protocol, dataset_name(data_dir), report_train, report_test,
@@ -442,15 +443,16 @@ def run_splits(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOp
 def run_saved(train: Features, test: Features | None = None, *, train_per_class: int | None
               = None, test_per_class: int | None = CALTECH_TEST, splits: int = 3,
               seed: int = 0, C_grid: Sequence[float] = C_GRID, jobs: int | None = None,
-              train_name: str = "train", test_name: str = "test") -> TransferReport:
+              train_name: str = "train", test_name: str = "test", solver: str = "torch"
+              ) -> TransferReport:
     """The protocols on saved descriptors (``vgg features`` files): train on ``train`` and
     test on ``test``; or, with one file, random splits of it (single-label)."""
     name = Path(str(train.meta.get("data", "") or "features")).name
     if test is not None:
         if train.multi_label or test.multi_label:
-            outs = score_ap(train, test, "given", seed, C_grid, jobs)
+            outs = score_ap(train, test, "given", seed, C_grid, jobs, solver=solver)
         else:
-            v, r, d = score_recall(train, test, seed, C_grid, jobs)
+            v, r, d = score_recall(train, test, seed, C_grid, jobs, solver)
             outs = [Outcome("given", metric=RECALL, values=[v], details=[d],
                             per_class={c: float(x) for c, x in zip(test.classes, r)
                                        if math.isfinite(x)}, **_settings(train))]
@@ -465,7 +467,7 @@ def run_saved(train: Features, test: Features | None = None, *, train_per_class:
         raise ConfigError("give --train-per-class for random splits of saved features")
     draws = class_splits(train.labels, len(train.classes), train_per_class, test_per_class,
                          splits, seed, train.classes)
-    out = score_splits(train, draws, "given", seed, C_grid, jobs)
+    out = score_splits(train, draws, "given", seed, C_grid, jobs, solver)
     return TransferReport("features", name, f"{splits} random splits of {train_per_class} "
                           f"images per class (seed {seed})", f"up to {test_per_class} other "
                           f"images per class", [out], ["from saved features: no random-net "
@@ -516,7 +518,7 @@ def _box_splits(data_dir: Path) -> tuple[Any, Any, list[str]]:
 
 def run_boxes(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOptions, *,
               baseline: bool = True, seed: int = 0, C_grid: Sequence[float] = C_GRID,
-              jobs: int | None = None) -> TransferReport:
+              jobs: int | None = None, solver: str = "torch") -> TransferReport:
     """Table 12's setting: classify labelled boxes from the whole image's descriptor alone
     ("image only") and from it stacked with the box's descriptor ("image + box"); mAP over
     the classes of the boxes."""
@@ -542,7 +544,7 @@ def run_boxes(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOpt
             parts[part] = (image_only, stack_features([image_only, box], "image + box"))
         for v, variant in enumerate(("image only", "image + box")):
             outcomes += score_ap(parts["train"][v], parts["test"][v], f"{label}, {variant}",
-                                 seed, C_grid, jobs)
+                                 seed, C_grid, jobs, solver=solver)
     return TransferReport("boxes", name, f"boxes of {train_idx.meta.get('split', 'train')}",
                           f"boxes of {test_idx.meta.get('split', 'test')}", outcomes, notes,
                           skipped)
