@@ -52,10 +52,11 @@ def test_descriptor_equals_the_hand_computation(tmp_path: Path) -> None:
     # through files: rescale to Q, normalise, then average / stack and L2
     make_images(tmp_path / "d", sizes=[(40, 48)])
     index = index_folder(tmp_path / "d")
+    # stride 32: the plain net by hand (the default stride: test_transfer_cache.py)
     avg = F.extract_features(net, index, scales=[32, 40], combine="average", workers=0,
-                             progress=False)
+                             progress=False, dense_stride=32)
     stk = F.extract_features(net, index, scales=[32, 40], combine="stack", workers=0,
-                             progress=False)
+                             progress=False, dense_stride=32)
     from vgg.data.transforms import RescaleTransform
     per_q = []
     for q in (32, 40):

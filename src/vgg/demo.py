@@ -171,6 +171,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from .data.folders import index_split
     from .devices import pick_device
     from .eval import evaluate
+    from .model import default_dense_stride
     from .report import loc_table, paper_table
     from .train import train
 
@@ -203,13 +204,14 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     s_min, s_max = plan.scale
     q_mid = (s_min + s_max) // 2
     scales = [s_min, q_mid, s_max]  # Sect. 3.2: Q = {Smin, (Smin+Smax)/2, Smax}
-    log.info("[3/4] evaluating: centre crop, dense at Q=%d and Q=%s, 50-crop multi-crop, "
-             "multi-crop & dense", q_mid, scales)
+    stride = default_dense_stride(plan.crop)  # SPEC 6b: ~7 positions per window side
+    log.info("[3/4] evaluating: centre crop, dense (output stride %d) at Q=%d and Q=%s, "
+             "50-crop multi-crop, multi-crop & dense", stride, q_mid, scales)
     index = index_split(data, "val")
     common = dict(batch_size=32, device=device, workers=cfg.workers, progress=cfg.progress,
                   precision="auto" if device.type == "cuda" else "fp32")
     center = evaluate(ckpt, index, method="center", scales=[q_mid], **common)
-    both = evaluate(ckpt, index, method="both", scales=scales, **common)
+    both = evaluate(ckpt, index, method="both", scales=scales, dense_stride=stride, **common)
     timings["evaluation"] = time.perf_counter() - t0
     protocols = [
         ("centre crop", center),
@@ -243,7 +245,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     report.write_text(_report_md(cfg, plan, device, paper_table(rows, fmt="markdown"),
                                  loc_table(loc["results"], fmt="markdown"), timings, ckpt,
                                  loc["checkpoint"], data, curves, result.history, chance,
-                                 scales, loc["history"]))
+                                 scales, loc["history"], stride))
     log.info("\n%s\n\n%s\n", table, loc_table(loc["results"]))
     log.info("chance level: top-1 error %.1f%%; report: %s", 100 * chance, report)
     log.info("try: vgg evaluate %s --data %s --method both", ckpt, data)
@@ -297,6 +299,11 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
             "history": result.history}
 
 
+def _positions(q: int, crop: int, stride: int) -> int:
+    """Dense positions along a side of ``q`` pixels (``VGGFullyConv.map_size``)."""
+    return q // stride - crop // stride + 1
+
+
 def load_classes(path: Path) -> list[str]:
     from .weights import open_weights as load_checkpoint
 
@@ -331,7 +338,7 @@ def _montage(pictures: list[Path], path: Path) -> Path:
 def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str,
                loc_table: str, timings: dict[str, float], ckpt: Path, loc_ckpt: Path,
                data: Path, curves: Path, history: list[dict[str, Any]], chance: float,
-               scales: list[int], loc_history: list[dict[str, Any]]) -> str:
+               scales: list[int], loc_history: list[dict[str, Any]], stride: int) -> str:
     from . import __version__
 
     example = next((data / "val").glob("*/*.jpg"), data / "val")
@@ -350,7 +357,13 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
         "",
         f"Chance level: {100 * chance:.1f}% top-1 error ({plan.classes} classes). "
         f"Test scales Q = {scales} (Smin, (Smin+Smax)/2, Smax for a net trained with "
-        f"jittered S); single-scale rows use Q = {scales[1]}.",
+        f"jittered S); single-scale rows use Q = {scales[1]}. Dense rows apply the "
+        f"fully-convolutional net at output stride {stride} (the default for crop "
+        f"{plan.crop}, SPEC 6b: about 7 positions per {plan.crop}-pixel window side, as "
+        f"the paper's 32 pixels do for 224): the smaller side of an image rescaled to "
+        f"Q = {scales[1]} holds {_positions(scales[1], plan.crop, stride)} positions, "
+        f"against {_positions(scales[1], plan.crop, 32)} at stride 32 "
+        f"(docs/evaluation.md).",
         "",
         "![error per protocol](errors.png)",
         "",

@@ -8,9 +8,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-COLUMNS = ("config", "train_scale", "test_scale", "method", "precision", "top1_err",
-           "top5_err")
-HEADERS = ("ConvNet config.", "train (S)", "test (Q)", "method", "precision",
+COLUMNS = ("config", "train_scale", "test_scale", "method", "dense_stride", "precision",
+           "top1_err", "top5_err")
+HEADERS = ("ConvNet config.", "train (S)", "test (Q)", "method", "dense stride", "precision",
            "top-1 val. error (%)", "top-5 val. error (%)")
 
 
@@ -31,9 +31,13 @@ def _cells(rows: Sequence[Mapping[str, Any] | Any]) -> list[list[str]]:
     for r in rows:
         d = _row(r)
         out.append([str(d["config"]), str(d["train_scale"]), str(d["test_scale"]),
-                    str(d["method"]), str(d["precision"] or "-"), _pct(d["top1_err"]),
-                    _pct(d["top5_err"])])
+                    str(d["method"]), _or_dash(d["dense_stride"]), _or_dash(d["precision"]),
+                    _pct(d["top1_err"]), _pct(d["top5_err"])])
     return out
+
+
+def _or_dash(v: Any) -> str:
+    return "-" if v is None or v == "" else str(v)
 
 
 def format_table(headers: Sequence[str], cells: list[list[str]], right_from: int,
@@ -59,11 +63,12 @@ def format_table(headers: Sequence[str], cells: list[list[str]], right_from: int
 
 
 def paper_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
-    """``rows``: dicts with keys config, train_scale, test_scale, method, precision (of
-    the networks; "-" when absent, e.g. the paper's own numbers), top1_err, top5_err
+    """``rows``: dicts with keys config, train_scale, test_scale, method, dense_stride (the
+    output stride of the dense part, SPEC 6b; "-" for multi-crop and centre rows), precision
+    (of the networks; "-" when absent, e.g. the paper's own numbers), top1_err, top5_err
     (errors as fractions) or ``EvalResult`` objects. ``fmt``: "text" (aligned columns) or
     "markdown"."""
-    return format_table(HEADERS, _cells(rows), 5, fmt)
+    return format_table(HEADERS, _cells(rows), 6, fmt)
 
 
 LOC_COLUMNS = ("config", "head", "tuned", "train_scale", "test_scale", "protocol",

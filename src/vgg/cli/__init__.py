@@ -215,9 +215,10 @@ def dense_stride(text: str) -> int | None:
     return v
 
 
-def add_dense_stride_flag(p: argparse._ActionsContainer) -> None:
-    """``--dense-stride``: the output stride of dense application (Sect. 3.2, SPEC 6b)."""
-    p.add_argument("--dense-stride", type=dense_stride, default=None, metavar="N",
+def add_dense_stride_flag(p: argparse._ActionsContainer, default: object = None) -> None:
+    """``--dense-stride``: the output stride of dense application (Sect. 3.2, SPEC 6b);
+    ``default`` None is auto (``argparse.SUPPRESS`` where only typed flags count)."""
+    p.add_argument("--dense-stride", type=dense_stride, default=default, metavar="N",
                    help="output stride of dense application, in pixels of the rescaled "
                         "image: a divisor of 32 or auto (default): the largest divisor of 32 "
                         "at most crop/7, which keeps the paper's ~7 positions per window side "

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import (add_inference_flags, add_list_flags, add_overwrite_flag, add_progress_flag,
-               check_outputs)
+from . import (add_dense_stride_flag, add_inference_flags, add_list_flags, add_overwrite_flag,
+               add_progress_flag, check_outputs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default to one test scale (Q = S, or the middle of [s_min, s_max])")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the horizontally mirrored image")
+    add_dense_stride_flag(p)
     add_inference_flags(p)
     add_progress_flag(p)
     p.add_argument("--save-posteriors", default=None, metavar="OUT.npz",
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(nets, index, method=args.method, scales=scales, flip=args.flip,
                       batch_size=args.batch, device=args.device, workers=args.workers,
                       precision=args.precision, multi_scale=not args.single_scale,
-                      progress=args.progress)
+                      progress=args.progress, dense_stride=args.dense_stride)
     print(paper_table(result_rows(result), fmt="markdown" if args.markdown else "text"))
     print(f"{result.n_images} images" + (f", {len(result.skipped)} unreadable skipped"
                                          if result.skipped else ""))

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import MAX_TOP, add_device_flag, add_precision_flag, add_progress_flag, int_in, side
+from . import (MAX_TOP, add_dense_stride_flag, add_device_flag, add_precision_flag,
+               add_progress_flag, int_in, side)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("dense", "center"), default="dense")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="dense: do not average with the mirror image")
+    add_dense_stride_flag(p)
     add_device_flag(p)
     add_precision_flag(p, "auto")
     p.add_argument("--json", action="store_true", help="print JSON (one list) instead of text")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     preds = predict(args.checkpoint, args.inputs, top=args.top, scale=args.scale,
                     method=args.method, flip=args.flip, device=args.device,
-                    progress=args.progress, precision=args.precision)
+                    progress=args.progress, precision=args.precision,
+                    dense_stride=args.dense_stride)
     return report_predictions(
         preds, args.inputs, args.json,
         # 3 significant digits: a 1000-class net's 0.00123 stays readable

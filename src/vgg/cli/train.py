@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import (add_device_flag, add_list_flags, add_model_flags, nonneg_float, nonneg_int,
-               positive_float, positive_int, side, unit_float, workers_count)
+from . import (add_dense_stride_flag, add_device_flag, add_list_flags, add_model_flags,
+               nonneg_float, nonneg_int, positive_float, positive_int, side, unit_float,
+               workers_count)
 
 _EPILOG = """\
 defaults are the paper's recipe (Sect. 3.1): SGD, momentum 0.9, batch 256, weight decay
@@ -143,6 +144,7 @@ def add_machinery_flags(p: argparse.ArgumentParser, classification: bool = True)
     if classification:
         val.add_argument("--val-method", choices=("center", "dense"),
                          help="centre crop (default) or dense fully-convolutional")
+        add_dense_stride_flag(val, default=argparse.SUPPRESS)
     val.add_argument("--val-scale", type=side, metavar="Q",
                      help="test scale (default: S, or (SMIN+SMAX)/2)")
     val.add_argument("--val-batch", type=positive_int, help="validation batch")

@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import (MAX_PER_CLASS, MAX_SPLITS, add_inference_flags, add_overwrite_flag,
-               add_progress_flag, check_outputs, int_in, jobs_count, seed)
+from . import (MAX_PER_CLASS, MAX_SPLITS, add_dense_stride_flag, add_inference_flags,
+               add_overwrite_flag, add_progress_flag, check_outputs, int_in, jobs_count, seed)
 
 if TYPE_CHECKING:
     from ..transfer.features import ExtractOptions
@@ -26,6 +26,7 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default="relu7", metavar="NAME", help=LAYER_HELP)
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the mirror image's descriptor")
+    add_dense_stride_flag(p)
     add_inference_flags(p, "auto")
     p.add_argument("--restart", action="store_true",
                    help="discard the shards of an interrupted extraction instead of "
@@ -202,7 +203,8 @@ def _extract_options(args: argparse.Namespace, combine: str,
     return ExtractOptions(scales=_scales(args.scales), combine=combine, layer=args.layer,
                           flip=args.flip, batch_size=args.batch, device=args.device,
                           workers=args.workers, precision=args.precision,
-                          progress=args.progress, cache=cache, restart=args.restart)
+                          progress=args.progress, cache=cache, restart=args.restart,
+                          dense_stride=args.dense_stride)
 
 
 def run_features(args: argparse.Namespace) -> int:
@@ -219,8 +221,9 @@ def run_features(args: argparse.Namespace) -> int:
                          ids=ids, desc="boxes" if args.boxes else "features")
     skipped = f", {len(feats.skipped)} unreadable left out" if feats.skipped else ""
     print(f"{len(feats)} descriptors of {feats.dim} dimensions ({args.layer}, Q "
-          f"{','.join(map(str, feats.meta['scales']))}, {args.combine}, "
-          f"{feats.meta['precision']}){skipped}: {args.out}")
+          f"{','.join(map(str, feats.meta['scales']))}, stride "
+          f"{feats.meta['dense_stride']}, {args.combine}, {feats.meta['precision']})"
+          f"{skipped}: {args.out}")
     return 0
 
 

@@ -25,7 +25,7 @@ from ..data.index import image_ids
 from ..data.rescaled import RescaledImages, normalise, warn_unreadable
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
-from ..model import VGG
+from ..model import NET_STRIDE, VGG, check_dense_stride, resolve_dense_stride
 from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
 from ..weights import open_weights as load_checkpoint
@@ -141,7 +141,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
              device: str | torch.device | None = None, workers: int | None = None, *,
              precision: str = "fp32", train_scale: Sequence[int] | None = None,
              multi_scale: bool = True, progress: bool = True,
-             allow_empty: bool = False,
+             allow_empty: bool = False, dense_stride: int | str | None = None,
              on_bad: Callable[[str, str], None] | None = None) -> EvalResult:
     """Sect. 3.2 testing of one net or a fusion of nets on ``index`` (an ``ImageIndex``:
     ``.samples`` [(path, label)], ``.classes``, ``.root``).
@@ -156,6 +156,12 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     result records it (``result.precision``). ``train_scale`` overrides the nets' training
     scale (for bare ``VGG`` objects). Dataset classes are matched to the nets' classes by
     name.
+    ``dense_stride``: the output stride of dense application (methods dense and both),
+    a divisor of 32; None or "auto": each net's default for its crop (SPEC 6b:
+    :func:`vgg.model.default_dense_stride`, 32 at crop 224, 4 at crop 32). The result
+    records it (``result.dense_stride``, the table's "dense stride" column, the JSON and
+    saved posteriors' ``dense_stride``). Multi-crop and centre crops are single windows:
+    the stride does not apply to them, and giving one with those methods is refused.
     ``allow_empty``: return a result with zero images instead of raising when no image
     can be read (training validation on one rank's share). ``on_bad(path, reason)`` is
     told of each unreadable image (default: a warning per image).
@@ -180,6 +186,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     if not index.samples and not allow_empty:
         raise DataError(f"no images to evaluate in {getattr(index, 'root', None) or 'index'}")
     labels = _labels_for(index, ref.classes, ref.config.num_classes, nets[0].name)
+    strides = dense_strides(nets, method, dense_stride)
     single = method == "center" or not multi_scale
     per_net = [check_scales(scales, n.crop, n.name) if scales is not None
                else default_scales(n.train_scale, n.crop, multi_scale=not single)
@@ -196,7 +203,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     filled = {key: np.zeros(n_img, dtype=bool) for key in pieces}
     bad = _run(nets, index, per_net, kinds, pieces, filled, flip=flip,
                batch_size=batch_size, dev=dev, workers=workers, prec=prec, progress=progress,
-               method=method, on_bad=on_bad or warn_unreadable)
+               method=method, on_bad=on_bad or warn_unreadable, strides=strides)
     # an image is scored when every piece saw it; a NaN posterior (a broken net) is
     # scored too, and counts as wrong
     done = np.logical_and.reduce(list(filled.values())) if filled else np.zeros(n_img, bool)
@@ -214,23 +221,41 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
         flip=flip and method != "center", classes=classes,
         image_ids=[ids[i] for i in keep], labels=labels[keep],
         skipped=skipped, skipped_reasons=reasons,
-        pieces=[Piece(j, m, q, arr[keep], flip and m != "center")
+        pieces=[Piece(j, m, q, arr[keep], flip and m != "center",
+                      strides[j] if m == "dense" else None)
                 for (j, m, q), arr in pieces.items()], precision=prec.name)
+
+
+def dense_strides(nets: Sequence[EvalNet], method: str,
+                  dense_stride: int | str | None) -> list[int]:
+    """Each net's output stride of dense application: ``dense_stride`` for every net, or
+    (None, "auto") each net's default for its crop. A stride given with a method that has
+    no dense part is refused rather than ignored."""
+    if dense_stride is not None and dense_stride != "auto":
+        check_dense_stride(dense_stride)
+        if "dense" not in PIECE_METHODS[method]:
+            raise ConfigError(f"dense_stride (--dense-stride) applies to dense evaluation "
+                              f"(method dense or both), not to method {method}")
+    return [resolve_dense_stride(dense_stride, n.crop) for n in nets]
 
 
 def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple[str, ...],
          pieces: dict[tuple[int, str, int], np.ndarray],
          filled: dict[tuple[int, str, int], np.ndarray], *, flip: bool, batch_size: int,
          dev: torch.device, workers: int, prec: Precision, progress: bool,
-         method: str, on_bad: Callable[[str, str], None]) -> dict[int, str]:
+         method: str, on_bad: Callable[[str, str], None],
+         strides: list[int]) -> dict[int, str]:
     """One pass over the data per test scale, every (net, method) on each batch; fills
-    ``pieces`` and ``filled`` in place and returns {row: reason} of the unreadable images."""
+    ``pieces`` and ``filled`` in place and returns {row: reason} of the unreadable images.
+    Dense pieces use each net's ``strides``; crops (one window each) the plain stride-32
+    net, which gives them the same 1 x 1 map without running the later layers dilated."""
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
     models, fcns = [], []
-    for n in nets:
+    for n, s in zip(nets, strides):
         m = prec.net(n.model.eval().to(dev))  # the net itself, or its bf16/fp16 copy
         models.append(m)
-        fcns.append(m.to_fully_conv())
+        plain = m.to_fully_conv()
+        fcns.append((plain, plain if s == NET_STRIDE else m.to_fully_conv(s)))
     for q in sorted({q for qs in per_net for q in qs}):
         active = [j for j, qs in enumerate(per_net) if q in qs]
         with torch.inference_mode(), prec.autocast():
@@ -242,15 +267,16 @@ def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple
     return data.bad
 
 
-def _forward(nets: list[EvalNet], models: list[VGG], fcns: list[Any], active: list[int],
+def _forward(nets: list[EvalNet], models: list[VGG], fcns: list[tuple[Any, Any]],
+             active: list[int],
              kinds: tuple[str, ...], pieces: dict[tuple[int, str, int], np.ndarray], q: int,
              rows: np.ndarray, x8: torch.Tensor, flip: bool) -> None:
     for j in active:
-        net, fcn = nets[j], fcns[j]
+        net, (fcn, dense) = nets[j], fcns[j]
         x = normalise(models[j], x8)
         for m in kinds:
             if m == "dense":
-                p = dense_posteriors(fcn, x, flip)
+                p = dense_posteriors(dense, x, flip)
             elif m == "multicrop":
                 p = multicrop_posteriors(fcn, x, net.crop, flip)
             else:

@@ -15,10 +15,11 @@ import torch
 
 from ..devices import pick_device
 from ..errors import BadImageError, ConfigError
+from ..model import NET_STRIDE
 from ..precision import resolve_precision
 from ..progress import Progress
 from .dense import dense_posteriors
-from .evaluate import EvalNet, as_net
+from .evaluate import EvalNet, as_net, dense_strides
 from .multicrop import center_posteriors
 from .scales import check_scales, default_scales
 
@@ -77,14 +78,17 @@ def quiet_skips(skipped: list[tuple[Path, str]], inputs: Sequence[str | os.PathL
 def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
             scale: int | None = None, method: str = "dense", flip: bool = True,
             device: str | torch.device | None = None, progress: bool = True,
-            precision: str = "fp32") -> list[Prediction]:
+            precision: str = "fp32", dense_stride: int | str | None = None
+            ) -> list[Prediction]:
     """Top-``top`` classes of every image (folders are expanded; what cannot be read gets
     a ``Prediction`` with ``error``). ``model``: a checkpoint path, ``Checkpoint``, ``VGG``
     or ``EvalNet``. ``scale`` Q defaults to the single-scale rule of Sect. 3.2 (S, or the
     middle of the training range). ``method``: "dense" or "center". ``precision``: the
     network's: "fp32" (default), "bf16", "fp16" or "auto" (bf16 where the hardware runs it
     natively; ``vgg.precision``; `vgg predict` defaults to auto); the soft-max and
-    averaging stay fp32."""
+    averaging stay fp32. ``dense_stride``: the output stride of dense application (a
+    divisor of 32; None or "auto": the default for the net's crop, SPEC 6b), as in
+    :func:`vgg.eval.evaluate`."""
     from ..data.transforms import RescaleTransform
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -92,12 +96,15 @@ def predict(model: Any, inputs: Sequence[str | os.PathLike[str]], top: int = 5,
     if method not in ("dense", "center"):
         raise ConfigError(f"predict supports methods dense and center, not {method!r}")
     net: EvalNet = as_net(model)
+    stride = dense_strides([net], method, dense_stride)[0]
     q = (check_scales([scale], net.crop, net.name)[0] if scale is not None
          else default_scales(net.train_scale, net.crop, multi_scale=False)[0])
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     m = prec.net(net.model.eval().to(dev))
-    fcn = m.to_fully_conv()
+    fcn = m.to_fully_conv(stride if method == "dense" else NET_STRIDE)
+    log.info("%s at Q = %d%s", method, q, f", output stride {stride}" if method == "dense"
+             else "")
     ids = m.classes or [str(i) for i in range(m.config.num_classes)]
     names = m.display_names()
     k = min(top, len(ids))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, VggError
+from ..model import NET_STRIDE
 from . import metrics
 from .fusion import Posteriors, fuse
 
@@ -28,13 +29,30 @@ PIECE_METHODS = {"dense": ("dense",), "multicrop": ("multicrop",),
 class Piece:
     """Posteriors (N, K) of one net with one method at one test scale. ``flip``: whether
     the mirror image was averaged in (never for the centre crop). ``scale`` is None for
-    posteriors read back from a file, whose scales are in the result's ``scales``."""
+    posteriors read back from a file, whose scales are in the result's ``scales``.
+    ``stride``: the output stride of dense application (SPEC 6b; None for multi-crop and
+    centre pieces; for a file, its label: ``"32 & 4"`` when it fuses several)."""
 
     net: int
     method: str  # "dense" | "multicrop" | "center"
     scale: int | None
     posteriors: np.ndarray
     flip: bool = False
+    stride: int | str | None = None
+
+
+def stride_label(strides: Sequence[int | str | None]) -> int | str | None:
+    """The dense output stride of several parts, as results record it (``dense_stride``):
+    the stride when they share one, ``"32 & 4"`` (in order of appearance) when they
+    differ, None when no part is dense. Labels of earlier fusions are split again."""
+    seen: list[int] = []
+    for s in strides:
+        for v in ([] if s is None else str(s).split(" & ")):
+            if int(v) not in seen:
+                seen.append(int(v))
+    if not seen:
+        return None
+    return seen[0] if len(seen) == 1 else " & ".join(map(str, seen))
 
 
 def combine_pieces(pieces: Sequence[Piece]) -> np.ndarray:
@@ -75,9 +93,12 @@ class EvalResult:
     posteriors: np.ndarray = field(init=False)
     top1_err: float = field(init=False)
     top5_err: float = field(init=False)
+    # of the dense pieces: one stride, "a & b" when they differ, None without dense pieces
+    dense_stride: int | str | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.posteriors = combine_pieces(self.pieces)
+        self.dense_stride = stride_label([p.stride for p in self.pieces])
         self.top1_err = metrics.top1_error(self.posteriors, self.labels)
         self.top5_err = metrics.top5_error(self.posteriors, self.labels)
 
@@ -113,7 +134,7 @@ class EvalResult:
                 p.scale is not None for p in keep) else self.scales[i] for i in used],
             flip=any(p.flip for p in keep), classes=self.classes, image_ids=self.image_ids,
             labels=self.labels, skipped=self.skipped, skipped_reasons=self.skipped_reasons,
-            pieces=[Piece(remap[p.net], p.method, p.scale, p.posteriors, p.flip)
+            pieces=[Piece(remap[p.net], p.method, p.scale, p.posteriors, p.flip, p.stride)
                     for p in keep], precision=self.precision)
 
     def to_posteriors(self) -> Posteriors:
@@ -128,7 +149,7 @@ class EvalResult:
     def _meta(self) -> dict[str, Any]:
         return {"method": self.method, "nets": self.nets, "config": self.configs,
                 "train_scale": self.train_scales, "scales": self.scales, "flip": self.flip,
-                "precision": self.precision}
+                "precision": self.precision, "dense_stride": self.dense_stride}
 
     def table_row(self) -> dict[str, Any]:
         """One row of the paper's tables (see ``vgg.report.paper_table``)."""
@@ -136,7 +157,8 @@ class EvalResult:
                 "train_scale": " & ".join(dict.fromkeys(self.train_scales)),
                 "test_scale": " & ".join(dict.fromkeys(",".join(map(str, s))
                                                        for s in self.scales)),
-                "method": self.method, "precision": self.precision,
+                "method": self.method, "dense_stride": self.dense_stride,
+                "precision": self.precision,
                 "top1_err": self.top1_err, "top5_err": self.top5_err}
 
     def to_json(self, confused: int = 10) -> dict[str, Any]:
@@ -149,6 +171,8 @@ class EvalResult:
             entry: dict[str, Any] = {"net": p.net, "method": p.method, "flip": p.flip}
             if p.scale is not None:
                 entry["scale"] = p.scale
+            if p.stride is not None:
+                entry["dense_stride"] = p.stride
             entry |= {"top1_err": metrics.top1_error(p.posteriors, self.labels),
                       "top5_err": metrics.top5_error(p.posteriors, self.labels)}
             pieces.append(entry)
@@ -185,11 +209,21 @@ def result_from_posteriors(post: Posteriors) -> EvalResult:
     flip = any(bool(m.get("flip", False)) for m in parts)
     # files written before precisions existed were fp32
     precision = " & ".join(dict.fromkeys(str(m.get("precision") or "fp32") for m in parts))
+    # ... and those written before dense strides existed applied the net at stride 32
+    stride = stride_label([m.get("dense_stride", NET_STRIDE) if _has_dense(m) else None
+                           for m in parts])
     return EvalResult(method=method, nets=nets, configs=configs, train_scales=train,
                       scales=scales, flip=flip, classes=post.classes,
                       image_ids=post.image_ids, labels=post.labels,
-                      pieces=[Piece(0, method, None, post.posteriors, flip)],
+                      pieces=[Piece(0, method, None, post.posteriors, flip, stride)],
                       precision=precision)
+
+
+def _has_dense(meta: dict[str, Any]) -> bool:
+    """Whether a saved evaluation's method ("dense", "both", "center & dense", ...) holds
+    dense posteriors."""
+    method = str(meta.get("method", ""))
+    return method == "both" or "dense" in method.split(" & ")
 
 
 def fuse_results(results: Sequence[EvalResult]) -> EvalResult:

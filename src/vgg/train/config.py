@@ -6,6 +6,7 @@ whether it comes from a flag, a YAML file or Python (``vgg.settings``)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..model import HEADS, INIT_SCHEMES, PAPER_INIT_STD, NetShape, VGGConfig
+from ..model import (HEADS, INIT_SCHEMES, NET_STRIDE, PAPER_INIT_STD, NetShape, VGGConfig,
+                     check_dense_stride, resolve_dense_stride)
 from ..settings import (MAX_BATCH, MAX_SEED, MAX_SIDE, check_bool, check_choice, check_float,
                         check_int, check_str, check_workers)
 
@@ -23,6 +25,8 @@ VAL_METHODS = ("center", "dense")
 SCHEDULES = ("plateau", "cosine", "step")
 TUNE = ("all", "fc")
 MAX_EPOCHS = 100_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class TrainConfig(NetShape):
     # validation
     val_method: str = "center"
     val_scale: int | None = None     # Q; default (s_min + s_max) / 2
+    dense_stride: int | None = None  # dense validation's output stride; None = the crop's
     val_batch: int | None = None
     # machinery
     device: str = "auto"
@@ -133,6 +138,11 @@ class TrainConfig(NetShape):
         check_choice("init", self.init, INIT_SCHEMES)
         check_choice("amp", self.amp, AMP_MODES)
         check_choice("val_method", self.val_method, VAL_METHODS)
+        if self.dense_stride is not None:
+            check_dense_stride(self.dense_stride)
+            if self.val_method != "dense":
+                raise ConfigError("dense_stride (--dense-stride) applies to dense validation "
+                                  "(--val-method dense)")
         if not isinstance(self.device, str) or not (
                 self.device in ("auto", "cpu", "cuda", "mps")
                 or self.device.startswith("cuda:")):
@@ -174,6 +184,14 @@ class TrainConfig(NetShape):
     def test_scale(self) -> int:
         """Q for validation: the training S, or the middle of the jitter range."""
         return self.val_scale or (self.s_min + self.s_max) // 2
+
+    @property
+    def val_dense_stride(self) -> int | None:
+        """The output stride of dense validation (SPEC 6b: ``dense_stride``, or the
+        default for the crop); None when validation is not dense."""
+        if self.val_method != "dense":
+            return None
+        return resolve_dense_stride(self.dense_stride, self.crop)
 
     @property
     def is_localisation(self) -> bool:
@@ -317,7 +335,7 @@ def resume_config(run: str | os.PathLike[str], given: dict[str, Any] | None = No
         raise CheckpointError(f"--resume: no run folder {run}")
     if not saved_path.is_file():
         raise CheckpointError(f"--resume: {run} has no config.yaml (not a vgg train run)")
-    saved = load_yaml(saved_path)
+    saved = load_saved(saved_path)
     saved_cfg = resolve(saved)
     given = {k: v for k, v in (given or {}).items() if k not in ("resume", "out")}
     probe = resolve(saved, given)  # checks the given values by the usual rules
@@ -334,6 +352,18 @@ def resume_config(run: str | os.PathLike[str], given: dict[str, Any] | None = No
     return resolve(merged)
 
 
+def load_saved(path: Path) -> dict[str, Any]:
+    """A run's saved ``config.yaml``, read as that run was made: a run saved before
+    ``dense_stride`` existed validated densely at stride 32, and keeps doing so when
+    resumed (its best epoch and plateau schedule compare errors of one protocol)."""
+    saved = load_yaml(path)
+    if saved.get("val_method") == "dense" and "dense_stride" not in saved:
+        log.info("%s predates dense_stride: its dense validation stays at stride %d",
+                 path, NET_STRIDE)
+        saved["dense_stride"] = NET_STRIDE
+    return saved
+
+
 def check_resume(cfg: TrainConfig) -> None:
     """A config that resumes ``cfg.resume`` must carry that run's recipe: build it with
     :func:`resume_config` (what ``vgg train --resume`` and :func:`vgg.train.resume` do);
@@ -344,7 +374,7 @@ def check_resume(cfg: TrainConfig) -> None:
     saved_path = run / "config.yaml"
     if not saved_path.is_file():
         raise CheckpointError(f"--resume: {run} has no config.yaml (not a vgg train run)")
-    saved = resolve(load_yaml(saved_path))
+    saved = resolve(load_saved(saved_path))
     skip = set(RESUME_OVERRIDABLE) | {"resume", "out", "overwrite"}
     changed = sorted(n for n in FIELDS - skip if getattr(cfg, n) != getattr(saved, n))
     if changed:

@@ -121,8 +121,9 @@ def shard(index: ImageIndex, rank: int, world: int) -> ImageIndex:
 class ClassificationTask(Task):
     """Sect. 3.1: cross-entropy on the soft-max of the class scores; validation by the
     evaluator of Sect. 3.2 (``vgg.eval.evaluate``) at one test scale Q, centre crop or
-    dense, so that the validation error of an epoch equals ``vgg evaluate best.pt
-    --method center|dense --scales Q`` on the same images."""
+    dense (at ``cfg.val_dense_stride``), so that the validation error of an epoch equals
+    ``vgg evaluate best.pt --method center|dense --scales Q [--dense-stride N]`` on the same
+    images."""
 
     name = "classification"
     primary = "val_top1_err"
@@ -146,6 +147,7 @@ class ClassificationTask(Task):
         if len(part):
             net = EvalNet(model, "validation", list(cfg.scale))
             r = evaluate(net, part, method=cfg.val_method, scales=[cfg.test_scale],
+                         dense_stride=cfg.val_dense_stride,
                          batch_size=cfg.val_batch or 16, device=ctx.device,
                          workers=cfg.workers, precision=val_precision(cfg.amp),
                          progress=False,
@@ -161,6 +163,11 @@ class ClassificationTask(Task):
             sums[4] = len(r.skipped)
         return ctx.sum_over_ranks(sums, ["val_loss", "val_top1_err", "val_top5_err",
                                          "val_images", "val_bad"])
+
+    def meta(self) -> dict[str, Any]:
+        """The validation protocol behind the checkpoint's ``val_top1_err``."""
+        s = self.cfg.val_dense_stride
+        return {"val_method": self.cfg.val_method} | ({"val_dense_stride": s} if s else {})
 
 
 def error_sums(names: Sequence[str], sums: Sequence[float]) -> dict[str, float]:

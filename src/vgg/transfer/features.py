@@ -3,7 +3,8 @@
 The descriptor of an image, for one net: the net without its last FC layer applied
 densely (fully-convolutional, Sect. 3.2) to the whole image rescaled to smallest side Q;
 the penultimate map (relu7: ``fc_width`` channels, 4096 at full size; ``layer`` may name
-another, such as relu5_3) global-average-pooled; averaged with the descriptor of the
+another, such as relu5_3; at the output stride of SPEC 6b, 32 at crop 224, 4 at crop 32)
+global-average-pooled; averaged with the descriptor of the
 mirror image. The per-Q descriptors are combined by averaging (the paper's VOC setting)
 or stacking (Caltech), then L2-normalised. Several nets: each net's descriptor
 L2-normalised, the nets stacked, the whole L2-normalised again (the paper's fusion by
@@ -12,7 +13,8 @@ stacking, with every net weighted alike).
 The data half is the evaluators' (:class:`vgg.eval.evaluate.RescaledImages`: one decode
 and rescale per image and Q, batches of one rescaled size, bad files reported once and
 left out). Extraction writes shards (``OUT.parts/``) as it goes, and a rerun with the
-same settings continues where an interrupted one stopped.
+same settings continues where an interrupted one stopped; "the same settings" is one key
+(:func:`descriptor_key`) for that and for the reuse of cached files.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import torch
 from ..checkpoint import Checkpoint, atomic_write
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
-from ..model import HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs
+from ..eval.results import stride_label
 from ..interrupts import CtrlC
+from ..model import (HEAD_NAMES, VGG, VGGFullyConv, init_weights, layer_specs,
+                     resolve_dense_stride)
 from ..npz import Array, json_meta, read_npz
 from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
@@ -58,26 +62,44 @@ MIN_CONV_SIDE = 32                  # a conv layer needs pool5's input to keep a
 
 @dataclass
 class FeatureNet:
-    """A net to describe images with, and where it came from (``name``)."""
+    """A net to describe images with, and where it came from (``name``). ``identity``
+    names its weights by content (a hash of the checkpoint file, or of the tensors of a
+    net given in memory, computed when first asked: :meth:`key`), so that descriptors
+    cached or half-extracted with other weights are never taken for its own."""
 
     model: VGG
     name: str
-    identity: str = ""  # what the shard manifest compares: file + size + time, or weights
+    identity: str = ""
     features_only: bool = False  # a converted "_notop" file: no FC layers to pool
 
     @property
     def crop(self) -> int:
         return self.model.config.crop
 
+    def key(self) -> str:
+        if not self.identity:
+            self.identity = weights_identity(self.model)
+        return self.identity
 
-def _weights_identity(model: VGG) -> str:
-    h = hashlib.sha256()
+
+def weights_identity(model: VGG) -> str:
+    """A hash of the net's architecture and every tensor of its state dict (names,
+    shapes, values)."""
+    h = hashlib.sha256(repr(model.config).encode())
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            t = t.detach().float().cpu()
-            h.update(f"{name}{tuple(t.shape)}{float(t.sum()):.6e}{float(t.abs().sum()):.6e}"
-                     .encode())
-    return h.hexdigest()[:16]
+            t = t.detach().float().cpu().contiguous()
+            h.update(f"{name}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+    return "weights:" + h.hexdigest()[:24]
+
+
+def file_identity(path: Path) -> str:
+    """A hash of a checkpoint file's bytes, with its size: a net retrained into the same
+    path is another net."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return f"file:{digest[:24]}:{path.stat().st_size}"
 
 
 def as_feature_net(obj: VGG | Checkpoint | FeatureNet | str | os.PathLike[str],
@@ -89,9 +111,7 @@ def as_feature_net(obj: VGG | Checkpoint | FeatureNet | str | os.PathLike[str],
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         ckpt = load_checkpoint(path)
-        st = path.stat()
-        return FeatureNet(ckpt.build_model(), str(path), f"{path.resolve()}:{st.st_size}:"
-                                                           f"{st.st_mtime_ns}",
+        return FeatureNet(ckpt.build_model(), str(path), file_identity(path),
                           bool(ckpt.meta.get("features_only")))
     if isinstance(obj, Checkpoint):
         return FeatureNet(obj.build_model(), str(obj.path or f"net{index}"),
@@ -109,7 +129,7 @@ def random_like(net: FeatureNet, seed: int = 0) -> FeatureNet:
     model = VGG(net.model.config, net.model.classes, net.model.preprocess)
     init_weights(model)
     return FeatureNet(model.eval(), f"random {net.model.config.name} (seed {seed})",
-                      f"random:{net.model.config.name}:{seed}", net.features_only)
+                      f"random:{net.model.config!r}:{seed}", net.features_only)
 
 
 def layer_dim(model: VGG, layer: str) -> int:
@@ -380,10 +400,10 @@ def index_targets(index: Any) -> tuple[np.ndarray, np.ndarray | None]:
 @dataclass
 class ExtractOptions:
     """How descriptors are computed: :func:`extract_features`'s settings (``scales``,
-    ``combine``, ``layer``, ``flip``, ``batch_size``, ``device``, ``workers``,
-    ``precision``, ``progress``, ``restart``), and, for :meth:`extract`, where they are
-    kept (``cache``: a folder of resumable ``.npz`` files, one per tag; None: memory
-    only)."""
+    ``combine``, ``layer``, ``flip``, ``dense_stride``, ``batch_size``, ``device``,
+    ``workers``, ``precision``, ``progress``, ``restart``), and, for :meth:`extract`, where
+    they are kept (``cache``: a folder of resumable ``.npz`` files, one per tag; None:
+    memory only)."""
 
     scales: Sequence[int] | None = None
     combine: str = "average"
@@ -396,27 +416,24 @@ class ExtractOptions:
     progress: bool = True
     cache: Path | None = None
     restart: bool = False
+    dense_stride: int | str | None = None  # None / "auto": the default for each net's crop
 
     def extract(self, nets: Sequence[FeatureNet], index: Any, tag: str,
                 ids: Sequence[str] | None = None) -> Features:
         """The descriptors of ``index`` as ``cache/<tag>.npz``: read back when that file
-        holds them with these settings (and ``restart`` is off), else extracted (and
-        saved there)."""
+        was made with exactly these settings (:func:`descriptor_key`: the nets' weights,
+        layer, scales, combination, mirror, precision, dense stride and images) and
+        ``restart`` is off, else extracted (and saved there)."""
         out = self.cache / f"{tag}.npz" if self.cache is not None else None
-        prec = resolve_precision(self.precision, pick_device(self.device))
+        job = _prepare(nets, index, self, ids)
         if out is not None and out.is_file() and not self.restart:
             feats = Features.load(out)
-            if feats.meta.get("nets") == [n.name for n in nets] and \
-                    feats.meta.get("data") == str(getattr(index, "root", "") or "") and \
-                    len(feats) + len(feats.skipped) == len(index) and \
-                    feats.meta.get("layer") == self.layer and \
-                    feats.meta.get("combine") == self.combine and \
-                    feats.meta.get("precision", "fp32") == prec.name and \
-                    (self.scales is None or feats.meta.get("scales") == sorted(self.scales)):
+            if feats.meta.get("key") == job.digest:
                 log.info("reusing the descriptors in %s", out)
                 return feats
-        return extract_with(list(nets), index, dataclasses.replace(self, precision=prec),
-                            out=out, ids=ids, desc=tag)
+            log.info("%s was made with other settings (%s): extracting again", out,
+                     _differences(feats.meta.get("settings") or {}, job.key))
+        return extract_with(job.nets, index, self, out=out, ids=job.ids, desc=tag)
 
 
 def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathLike[str]]
@@ -427,6 +444,7 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
                      workers: int | None = None, *, precision: str = "fp32",
                      progress: bool = True, out: str | os.PathLike[str] | None = None,
                      restart: bool = False, ids: Sequence[str] | None = None,
+                     dense_stride: int | str | None = None,
                      on_bad: Callable[[str, str], None] | None = None,
                      desc: str = "features") -> Features:
     """Appendix B descriptors of every image of ``index`` (an ``ImageIndex``; its samples
@@ -442,13 +460,17 @@ def extract_features(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.P
     "bf16", "fp16" or "auto": bf16 where the hardware runs it natively; ``vgg.precision``;
     `vgg features` defaults to auto); pooling,
     mirror averaging and normalisation stay fp32; it is part of the settings a resumed
-    extraction must share. ``ids``: the row ids
-    (default: paths relative to the index root). Unreadable images are reported to
+    extraction must share. ``dense_stride``: the output stride at which the net is
+    applied (a divisor of 32; None or "auto": the default for each net's crop, SPEC 6b:
+    about 7 positions per window side, so the pooled map covers as many positions as
+    the paper's; 32 is the plain net), recorded in ``meta["dense_stride"]``. ``ids``: the
+    row ids (default: paths relative to the index root). Unreadable images are reported to
     ``on_bad`` once, left out and listed in ``Features.skipped``. The settings travel as
     an :class:`ExtractOptions` (:func:`extract_with`)."""
     opts = ExtractOptions(scales=scales, combine=combine, layer=layer, flip=flip,
                           batch_size=batch_size, device=device, workers=workers,
-                          precision=precision, progress=progress, restart=restart)
+                          precision=precision, progress=progress, restart=restart,
+                          dense_stride=dense_stride)
     return extract_with(models, index, opts, out=out, ids=ids, on_bad=on_bad, desc=desc)
 
 
@@ -459,6 +481,24 @@ def extract_with(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathL
                  desc: str = "features") -> Features:
     """:func:`extract_features` with its settings in ``opts`` (``opts.cache`` is not used:
     ``out`` names the file)."""
+    return _run_job(_prepare(models, index, opts, ids), index, out, on_bad, desc)
+
+
+@dataclass
+class _Job:
+    """An extraction with every setting resolved (:func:`_prepare`)."""
+
+    nets: list[FeatureNet]
+    run: ExtractOptions  # scales checked and sorted, device, workers, precision decided
+    ids: list[str]
+    strides: list[int]  # each net's dense output stride
+    key: dict[str, Any]
+    digest: str
+
+
+def _prepare(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathLike[str]]
+             | VGG | str | os.PathLike[str], index: Any, opts: ExtractOptions,
+             ids: Sequence[str] | None) -> _Job:
     from ..data.index import image_ids
 
     check_combine(opts.combine)
@@ -473,6 +513,7 @@ def extract_with(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathL
                             else paper_scales(opts.combine, nets[0].crop))
     for n in nets[1:]:
         check_layer_scales(n, opts.layer, qs)
+    strides = [resolve_dense_stride(opts.dense_stride, n.crop) for n in nets]
     if not index.samples:
         raise DataError(f"no images in {getattr(index, 'root', None) or 'the dataset'}")
     ids = list(ids) if ids is not None else image_ids(index)
@@ -482,30 +523,55 @@ def extract_with(models: Sequence[VGG | Checkpoint | FeatureNet | str | os.PathL
         workers = min(4, os.cpu_count() or 1)
     run = dataclasses.replace(opts, scales=qs, batch_size=batch_size, device=dev,
                               workers=workers, precision=prec)
-    key = {"nets": [n.identity or _weights_identity(n.model) for n in nets],
-           "layer": run.layer, "scales": qs, "flip": run.flip, "precision": prec.name,
-           "images": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
-           "n_images": len(ids)}
+    key = descriptor_key(nets, index, ids, run, strides)
+    return _Job(nets, run, ids, strides, key, key_digest(key))
+
+
+def descriptor_key(nets: Sequence[FeatureNet], index: Any, ids: Sequence[str],
+                   run: ExtractOptions, strides: Sequence[int]) -> dict[str, Any]:
+    """Every setting that changes the descriptors of an extraction, as
+    :func:`_prepare` resolves them: the nets by content (:meth:`FeatureNet.key`), the
+    layer, the test scales, the combination, the mirror, the precision, each net's dense
+    output stride, and the images (ids, files or boxes, targets). The one key both the
+    reuse of a cached features file and the resume of interrupted shards compare."""
+    prec = run.precision.name if isinstance(run.precision, Precision) else run.precision
+    samples = "\n".join(f"{i}\t{s}" for i, (s, _) in zip(ids, index.samples))
+    targets, _ = index_targets(index)
+    return {"nets": [n.key() for n in nets], "layer": run.layer,
+            "scales": [int(q) for q in run.scales or ()], "combine": run.combine,
+            "flip": bool(run.flip), "precision": str(prec),
+            "dense_stride": [int(s) for s in strides],
+            "images": hashlib.sha256(samples.encode()).hexdigest()[:16],
+            "n_images": len(ids),
+            "targets": hashlib.sha256(json.dumps(
+                [list(map(str, index.classes)), targets.tolist()]).encode()).hexdigest()[:16]}
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _run_job(job: _Job, index: Any, out: str | os.PathLike[str] | None,
+             on_bad: Callable[[str, str], None] | None, desc: str) -> Features:
     if out is None:
-        return _extract(nets, index, run, ids, None, on_bad, desc)
+        return _extract(job, index, None, on_bad, desc)
     from ..train.checkpoint import RunLock
 
     parts = Path(f"{out}.parts")
     with RunLock(parts), CtrlC() as ctrl_c:
-        feats = _extract(nets, index, run, ids, ShardStore(parts, key), on_bad, desc)
+        feats = _extract(job, index, ShardStore(parts, job.key), on_bad, desc)
         ctrl_c.check()  # a Ctrl-C lost in a clean-up: keep the shards, write no OUT
         feats.save(out)
     shutil.rmtree(parts, ignore_errors=True)
     return feats
 
 
-def _extract(nets: list[FeatureNet], index: Any, run: ExtractOptions, ids: list[str],
-             store: ShardStore | None, on_bad: Callable[[str, str], None] | None,
-             desc: str) -> Features:
-    """The extraction itself, with ``run``'s settings resolved by :func:`extract_with`
-    (``scales`` checked and sorted, ``device``, ``workers`` and ``precision`` decided)."""
+def _extract(job: _Job, index: Any, store: ShardStore | None,
+             on_bad: Callable[[str, str], None] | None, desc: str) -> Features:
+    """The extraction itself, with the settings :func:`_prepare` resolved."""
     from ..data.rescaled import RescaledImages, normalise, warn_unreadable as _warn_bad
 
+    nets, run, ids = job.nets, job.run, job.ids
     qs, layer = list(run.scales or ()), run.layer
     prec = resolve_precision(run.precision, run.device)  # resolved: the same Precision
     targets, ignore = index_targets(index)
@@ -527,10 +593,10 @@ def _extract(nets: list[FeatureNet], index: Any, run: ExtractOptions, ids: list[
     data = RescaledImages(index, run.batch_size, run.workers, run.device, run.progress,
                           on_bad or _warn_bad)
     models, fcns = [], []
-    for n in nets:
+    for n, stride in zip(nets, job.strides):
         m = prec.net(n.model.eval().to(run.device))  # the net itself, or its bf16/fp16 copy
         models.append(m)
-        fcns.append(m.to_fully_conv())
+        fcns.append(m.to_fully_conv(stride))
     for q in qs:
         todo = [r for r in data.ok_rows if not filled[q][r]]
         if not todo:
@@ -575,7 +641,8 @@ def _extract(nets: list[FeatureNet], index: Any, run: ExtractOptions, ids: list[
                        f"broken ({', '.join(n.name for n in nets)})")
     meta = {"nets": [n.name for n in nets], "configs": [n.model.config.name for n in nets],
             "layer": layer, "scales": qs, "combine": run.combine, "flip": run.flip,
-            "precision": prec.name,
+            "precision": prec.name, "dense_stride": stride_label(job.strides),
+            "key": job.digest, "settings": job.key,
             "dims": dims, "multi_label": index.multilabels is not None,
             "data": str(getattr(index, "root", "") or ""),
             "split": getattr(index, "meta", {}).get("split", ""),

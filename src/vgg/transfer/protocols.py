@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..eval import metrics
+from ..model import NET_STRIDE
 from .features import ExtractOptions, Features, FeatureNet, random_like, stack_features
 from .svm import C_GRID, describe, train_svms
 
@@ -58,6 +59,7 @@ class Outcome:
     details: list[dict[str, Any]] = field(default_factory=list)
     curves: dict[str, tuple[list[float], list[float]]] | None = None
     precision: str = "fp32"  # of the nets that made the descriptors
+    dense_stride: int | str | None = None  # their output stride (SPEC 6b)
 
     @property
     def value(self) -> float:
@@ -71,7 +73,7 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "nets": self.nets, "scales": self.scales,
                 "combine": self.combine, "layer": self.layer, "precision": self.precision,
-                "metric": self.metric,
+                "dense_stride": self.dense_stride, "metric": self.metric,
                 "value": self.value, "std": self.std, "values": self.values,
                 "per_class": self.per_class, "splits": self.details}
 
@@ -87,17 +89,18 @@ class TransferReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def table(self) -> str:
-        """Table 11's layout: net(s), scales, combination, the nets' precision, dataset,
-        metric, value."""
-        head = ("features", "net(s)", "scales", "combination", "precision", "dataset",
-                "metric", "value")
+        """Table 11's layout: net(s), scales, the dense output stride, combination, the
+        nets' precision, dataset, metric, value."""
+        head = ("features", "net(s)", "scales", "stride", "combination", "precision",
+                "dataset", "metric", "value")
         rows = [head]
         for o in self.outcomes:
             v = "n/a" if not math.isfinite(o.value) else f"{100 * o.value:.1f}"
             if o.std is not None:
                 v += f" ± {100 * o.std:.1f}"
             rows.append((o.label, " & ".join(o.nets), ",".join(map(str, o.scales)),
-                         o.combine, o.precision, self.dataset, o.metric, v))
+                         "-" if o.dense_stride is None else str(o.dense_stride), o.combine,
+                         o.precision, self.dataset, o.metric, v))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -146,7 +149,8 @@ def _settings(feats: Features) -> dict[str, Any]:
     m = feats.meta
     return {"nets": list(m.get("nets", [])), "scales": list(m.get("scales", [])),
             "combine": str(m.get("combine", "")), "layer": str(m.get("layer", "")),
-            "precision": str(m.get("precision") or "fp32")}  # files before it: fp32
+            "precision": str(m.get("precision") or "fp32"),  # files before it: fp32
+            "dense_stride": m.get("dense_stride", NET_STRIDE)}  # ... and stride 32
 
 
 def _curves(scores: np.ndarray, test: Features) -> dict[str, tuple[list[float], list[float]]]:
