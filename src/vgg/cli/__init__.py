@@ -91,6 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         except BrokenPipeError:  # `vgg models | head`
             return 0
+        except Exception:
+            # Ctrl-C reaches the whole process group: a DataLoader worker killed by it can
+            # surface first as "worker exited unexpectedly". The user pressed Ctrl-C.
+            if ctrl_c.interrupted:
+                print("interrupted", file=sys.stderr)
+                return 130
+            raise
 
 
 def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], rule: str, kind: str,
