@@ -25,7 +25,7 @@ from ..data.index import image_ids
 from ..data.rescaled import RescaledImages, normalise, warn_unreadable
 from ..devices import pick_device
 from ..errors import ConfigError, DataError, VggError
-from ..model import VGG
+from ..model import NET_STRIDE, VGG, resolve_dense_stride
 from ..precision import Precision, resolve_precision
 from ..settings import MAX_BATCH, check_int, check_workers
 from ..weights import open_weights as load_checkpoint
@@ -142,7 +142,8 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
              precision: str = "fp32", train_scale: Sequence[int] | None = None,
              multi_scale: bool = True, progress: bool = True,
              allow_empty: bool = False,
-             on_bad: Callable[[str, str], None] | None = None) -> EvalResult:
+             on_bad: Callable[[str, str], None] | None = None,
+             dense_stride: int | str | None = NET_STRIDE) -> EvalResult:
     """Sect. 3.2 testing of one net or a fusion of nets on ``index`` (an ``ImageIndex``:
     ``.samples`` [(path, label)], ``.classes``, ``.root``).
 
@@ -159,6 +160,8 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     ``allow_empty``: return a result with zero images instead of raising when no image
     can be read (training validation on one rank's share). ``on_bad(path, reason)`` is
     told of each unreadable image (default: a warning per image).
+    ``dense_stride``: the output stride of the fully-convolutional nets (a divisor of 32,
+    or None / "auto": each net's default for its crop, SPEC 6b; ``vgg.model``).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -184,6 +187,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     per_net = [check_scales(scales, n.crop, n.name) if scales is not None
                else default_scales(n.train_scale, n.crop, multi_scale=not single)
                for n in nets]
+    strides = [resolve_dense_stride(dense_stride, n.crop) for n in nets]
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     if workers is None:
@@ -196,7 +200,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     filled = {key: np.zeros(n_img, dtype=bool) for key in pieces}
     bad = _run(nets, index, per_net, kinds, pieces, filled, flip=flip,
                batch_size=batch_size, dev=dev, workers=workers, prec=prec, progress=progress,
-               method=method, on_bad=on_bad or warn_unreadable)
+               method=method, on_bad=on_bad or warn_unreadable, strides=strides)
     # an image is scored when every piece saw it; a NaN posterior (a broken net) is
     # scored too, and counts as wrong
     done = np.logical_and.reduce(list(filled.values())) if filled else np.zeros(n_img, bool)
@@ -222,15 +226,16 @@ def _run(nets: list[EvalNet], index: Any, per_net: list[list[int]], kinds: tuple
          pieces: dict[tuple[int, str, int], np.ndarray],
          filled: dict[tuple[int, str, int], np.ndarray], *, flip: bool, batch_size: int,
          dev: torch.device, workers: int, prec: Precision, progress: bool,
-         method: str, on_bad: Callable[[str, str], None]) -> dict[int, str]:
+         method: str, on_bad: Callable[[str, str], None],
+         strides: list[int]) -> dict[int, str]:
     """One pass over the data per test scale, every (net, method) on each batch; fills
     ``pieces`` and ``filled`` in place and returns {row: reason} of the unreadable images."""
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
     models, fcns = [], []
-    for n in nets:
+    for n, stride in zip(nets, strides):
         m = prec.net(n.model.eval().to(dev))  # the net itself, or its bf16/fp16 copy
         models.append(m)
-        fcns.append(m.to_fully_conv())
+        fcns.append(m.to_fully_conv(stride))
     for q in sorted({q for qs in per_net for q in qs}):
         active = [j for j, qs in enumerate(per_net) if q in qs]
         with torch.inference_mode(), prec.autocast():
