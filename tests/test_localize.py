@@ -19,7 +19,7 @@ from vgg.data.transforms import TrainTransform
 from vgg.errors import CheckpointError, ConfigError, DataError
 from vgg.localize.boxes import cxcywh_to_xyxy
 from vgg.localize.data import LocTrainTransform, box_index, choose_target, map_to_classes
-from vgg.localize.evaluate import full_protocol, simple_protocol, window_grid
+from vgg.localize.evaluate import full_protocol, simple_protocol
 from vgg.localize.fusion import fuse_saved
 from vgg.localize.result import LocResult, load_saved
 from vgg.localize.scoring import correct_at
@@ -129,8 +129,8 @@ def test_fully_conv_box_map_equals_the_fc_net_on_a_crop() -> None:
             dense = m.to_fully_conv()(x)
         assert fc.shape == (2, k) and dense.shape == (2, k, 1, 1)
         torch.testing.assert_close(dense.flatten(1), fc, rtol=1e-5, atol=1e-6)
-    assert window_grid(2, 3, 32).tolist()[:4] == [[0, 0, 32], [32, 0, 32], [64, 0, 32],
-                                                  [0, 32, 32]]
+    assert m.to_fully_conv().windows(2, 3).tolist()[:4] == [[0, 0, 32], [32, 0, 32],
+                                                             [64, 0, 32], [0, 32, 32]]
 
 
 def test_euclidean_loss_penalises_only_the_target_class() -> None:

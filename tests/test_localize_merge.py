@@ -1,8 +1,17 @@
 import pytest
 import torch
 
+from vgg.localize import merge
 from vgg.localize import (DEFAULT_MERGE_THRESHOLD, greedy_merge, greedy_merge_reference,
                           match_score)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both implementations of ``greedy_merge``: numpy for classes of up to ``_SMALL``
+    boxes (CPU), the cached row minima in torch above (and on CUDA)."""
+    monkeypatch.setattr(merge, "_SMALL", 10**9 if request.param == "numpy" else 0)
+    return request.param
 
 
 def t(*rows, dtype=torch.float64):
@@ -78,7 +87,7 @@ def test_different_labels_never_merge_even_when_identical() -> None:
     torch.testing.assert_close(r.scores, t(4, 2))
 
 
-def test_threshold_zero_merges_only_identical_boxes() -> None:
+def test_threshold_zero_merges_only_identical_boxes(path: str) -> None:
     boxes = t([0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.001], [20, 0, 30, 10],
               [20, 0, 30, 10])
     for fn in (greedy_merge, greedy_merge_reference):
@@ -86,7 +95,7 @@ def test_threshold_zero_merges_only_identical_boxes() -> None:
         assert r.counts.tolist() == [2, 1, 2]
 
 
-def test_merge_order_is_greedy_by_lowest_score() -> None:
+def test_merge_order_is_greedy_by_lowest_score(path: str) -> None:
     # b0 and b1 are the closest pair; their average then merges with b2 only at a looser
     # threshold. The literal rule weights the merged pair and b2 equally.
     boxes = t([0, 0, 10, 10], [0.5, 0, 10.5, 10], [3, 0, 13, 10])
@@ -99,7 +108,7 @@ def test_merge_order_is_greedy_by_lowest_score() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("threshold", [0.3, DEFAULT_MERGE_THRESHOLD, 2.0])
-def test_vectorised_equals_reference(seed: int, threshold: float) -> None:
+def test_vectorised_equals_reference(seed: int, threshold: float, path: str) -> None:
     boxes, scores, lab = clustered(seed, per=6 + 4 * seed)
     fast = greedy_merge(boxes, scores, lab, threshold)
     ref = greedy_merge_reference(boxes, scores, lab, threshold)
@@ -110,7 +119,7 @@ def test_vectorised_equals_reference(seed: int, threshold: float) -> None:
     assert torch.equal(fast.labels, ref.labels) and torch.equal(fast.counts, ref.counts)
 
 
-def test_vectorised_equals_reference_float32_and_big_class() -> None:
+def test_vectorised_equals_reference_float32_and_big_class(path: str) -> None:
     # one label and > 64 boxes: exercises the matrix compaction
     boxes, scores, _ = clustered(11, n_objects=3, per=40, sigma=0.15, dtype=torch.float32)
     lab = torch.zeros(len(boxes), dtype=torch.long)
@@ -120,7 +129,7 @@ def test_vectorised_equals_reference_float32_and_big_class() -> None:
     torch.testing.assert_close(as_sorted_rows(fast), as_sorted_rows(ref), rtol=1e-5, atol=1e-4)
 
 
-def test_empty_and_single() -> None:
+def test_empty_and_single(path: str) -> None:
     for fn in (greedy_merge, greedy_merge_reference):
         r = fn(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
         assert r.boxes.shape == (0, 4) and r.scores.shape == (0,) and r.counts.shape == (0,)
@@ -129,7 +138,7 @@ def test_empty_and_single() -> None:
         assert r.labels.tolist() == [7] and r.counts.tolist() == [1]
 
 
-def test_deterministic_and_ties_go_to_lowest_pair() -> None:
+def test_deterministic_and_ties_go_to_lowest_pair(path: str) -> None:
     boxes, scores, lab = clustered(3)
     a, b = greedy_merge(boxes, scores, lab), greedy_merge(boxes, scores, lab)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -140,7 +149,7 @@ def test_deterministic_and_ties_go_to_lowest_pair() -> None:
     assert r.counts.tolist() == [4] and r.scores.tolist() == [15]
 
 
-def test_tie_goes_to_lowest_index_pair() -> None:
+def test_tie_goes_to_lowest_index_pair(path: str) -> None:
     # (0, 1) and (1, 2) tie exactly; (0, 1) merges, and its average is then too far from b2
     boxes = t([0, 0, 10, 10], [1, 0, 11, 10], [2, 0, 12, 10])
     m = match_score(boxes, boxes)

@@ -71,27 +71,31 @@ def paper_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> s
     return format_table(HEADERS, _cells(rows), 6, fmt)
 
 
-LOC_COLUMNS = ("config", "head", "tuned", "train_scale", "test_scale", "protocol",
-               "precision", "top1_err", "top5_err", "whole_top1_err", "whole_top5_err",
-               "mean_top1_err", "mean_top5_err")
-LOC_HEADERS = ("ConvNet config.", "regr.", "fine-tuned", "train (S)", "test (Q)", "protocol",
-               "precision", "top-1 loc. err (%)", "top-5 loc. err (%)",
+LOC_COLUMNS = ("config", "head", "tuned", "train_scale", "test_scale", "dense_stride",
+               "protocol", "classes", "precision", "top1_err", "top5_err", "whole_top1_err",
+               "whole_top5_err", "mean_top1_err", "mean_top5_err")
+LOC_HEADERS = ("ConvNet config.", "regr.", "fine-tuned", "train (S)", "test (Q)", "stride",
+               "protocol", "classes", "precision", "top-1 loc. err (%)", "top-5 loc. err (%)",
                "whole image top-1/top-5", "mean box top-1/top-5")
 
 
 def loc_table(rows: Sequence[Mapping[str, Any] | Any], fmt: str = "text") -> str:
     """Tables 8-10's layout for localisation results (``LocResult`` objects or dicts with
-    ``LOC_COLUMNS``): config, SCR/PCR, tuned layers, S, Q, protocol, the networks'
-    precision, top-1 / top-5 localisation error, and the two baselines on the same images
-    (the whole image as the box; the mean training box at the centre). The simple protocol
-    makes one guess (for the ground-truth class): its error fills the top-1 column."""
+    ``LOC_COLUMNS``): config, SCR/PCR, tuned layers, S, Q, the dense stride, protocol, the
+    full protocol's class choice (per-scale or image), the networks' precision, top-1 /
+    top-5 localisation error, and the two baselines on the same images (the whole image
+    as the box; the mean training box at the centre). The simple protocol makes one guess
+    (for the ground-truth class) on a central crop (no stride): its error fills the top-1
+    column."""
     cells = []
     for r in rows:
         d = r if isinstance(r, Mapping) else r.table_row()
         cells.append([str(d["config"]), str(d["head"]), str(d["tuned"]),
-                      str(d["train_scale"]), str(d["test_scale"]), str(d["protocol"]),
+                      str(d["train_scale"]), str(d["test_scale"]),
+                      str(d.get("dense_stride") or "-"), str(d["protocol"]),
+                      str(d.get("classes") or "-"),
                       str(d.get("precision") or "-"), _pct(d["top1_err"]),
                       _pct(d.get("top5_err")),
                       f"{_pct(d['whole_top1_err'])} / {_pct(d.get('whole_top5_err'))}",
                       f"{_pct(d['mean_top1_err'])} / {_pct(d.get('mean_top5_err'))}"])
-    return format_table(LOC_HEADERS, cells, 7, fmt)
+    return format_table(LOC_HEADERS, cells, 9, fmt)

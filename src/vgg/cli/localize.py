@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
-from . import (MAX_TOP, add_inference_flags, add_overwrite_flag, add_progress_flag,
-               check_outputs, int_in)
+from . import (MAX_TOP, add_dense_stride_flag, add_inference_flags, add_overwrite_flag,
+               add_progress_flag, check_outputs, int_in)
 
 log = logging.getLogger(__name__)
+
+CLASS_CHOICES = ("per-scale", "image")  # vgg.localize.evaluate.CLASS_CHOICES (torch-free here)
 
 _TRAIN_EPILOG = """\
 The localisation net has the classification net's layers (arch, width, FC width, crop,
@@ -96,9 +99,20 @@ def _common_eval_flags(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument("--scales", default=None, metavar="Q,Q,...",
                    help="test scales (smaller image side); default Q = S of each net "
                         "(Table 9 also uses S-32,S)")
-    p.add_argument("--threshold", type=float, default=None, metavar="T",
-                   help="greedy-merging threshold on the match score (default 0.7; see "
-                        "docs/localisation.md)")
+    full = p.add_argument_group("full protocol (dense boxes, greedy merging)")
+    full.add_argument("--threshold", type=float, default=None, metavar="T",
+                      help="greedy-merging threshold on the match score (default 0.7; see "
+                           "docs/localisation.md)")
+    add_dense_stride_flag(full)
+    full.add_argument("--classes", choices=CLASS_CHOICES, default=None,
+                      help="which classes get boxes: per-scale (default, OverFeat): at each "
+                           "scale the 5 classes with the highest classifier score at any "
+                           "position; image: the classifier's image-level top-5 at every "
+                           "scale")
+    full.add_argument("--classifier-scales", default=None, metavar="Q,Q,...",
+                      help="test scales of the classifier's image-level posterior, which "
+                           "rates the guesses; default its own multi-scale Q (Sect. 3.2: "
+                           "S-32,S,S+32, or Smin,(Smin+Smax)/2,Smax)")
     add_inference_flags(p, precision)
     add_progress_flag(p)
 
@@ -108,11 +122,12 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate localisation nets on a dataset with boxes. "
                                    "--protocol simple: one central crop at Q = S and the "
                                    "box of the ground-truth class (Table 8). --protocol "
-                                   "full: dense boxes at every position, scale and mirror, "
-                                   "top-5 classes from --classifier, greedy merging, five "
-                                   "(class, box) guesses; several nets are fused (the "
-                                   "union of their boxes, Table 10). Each line also shows "
-                                   "two baselines on the same images.")
+                                   "full: dense boxes at every position (--dense-stride "
+                                   "apart), scale and mirror for each scale's top-5 "
+                                   "classes of --classifier, greedy merging, five (class, "
+                                   "box) guesses rated by the classifier; several nets are "
+                                   "fused (the union of their boxes, Table 10). Each line "
+                                   "also shows two baselines on the same images.")
     e.add_argument("checkpoints", nargs="+", metavar="LOC_CKPT")
     e.add_argument("--classifier", metavar="CKPT",
                    help="the classification net (needed by --protocol full)")
@@ -153,20 +168,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     common = dict(batch_size=args.batch, device=args.device, workers=args.workers,
                   precision=args.precision, progress=args.progress)
     if args.protocol == "simple":
-        if args.threshold is not None:
-            raise ConfigError("--threshold applies to --protocol full (greedy merging)")
+        for flag, given in (("--threshold", args.threshold is not None),
+                            ("--dense-stride", args.dense_stride is not None),
+                            ("--classes", args.classes is not None),
+                            ("--classifier-scales", args.classifier_scales is not None)):
+            if given:
+                raise ConfigError(f"{flag} applies to --protocol full (the simple protocol "
+                                  f"runs one central crop)")
         if scales and len(scales) > 1:
             raise ConfigError("the simple protocol uses one test scale: give one --scales")
         results = [simple_protocol(n, index, scales[0] if scales else None, **common)
                    for n in nets]
     else:
         thr = DEFAULT_MERGE_THRESHOLD if args.threshold is None else args.threshold
-        results = [full_protocol(n, args.classifier, index, scales, threshold=thr, **common)
+        results = [full_protocol(n, args.classifier, index, scales, threshold=thr,
+                                 **_full_settings(args), **common)
                    for n in nets]
         if len(nets) > 1:  # Table 10: the union of the nets' boxes, merged (no net rerun)
             results.append(fuse_results(results, [n.name for n in nets], thr))
     final = results[-1]
     print(loc_table(results, fmt="markdown" if args.markdown else "text"))
+    if final.protocol == "full":
+        print(full_settings_line(final))
     extra = ""
     if "cls_top1_err" in final.errors:
         extra = (f"; classification top-1/top-5 error {100 * final.errors['cls_top1_err']:.1f}"
@@ -180,6 +203,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         _write_json(args.json, final.to_json() | {"parts": [r.to_json() for r in results[:-1]]})
         print(f"metrics: {args.json}")
     return 0
+
+
+def _full_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The full protocol's keywords from --dense-stride, --classes, --classifier-scales."""
+    from ..eval import parse_scales
+    from ..localize.evaluate import DEFAULT_CLASSES
+
+    return {"dense_stride": args.dense_stride, "class_choice": args.classes or DEFAULT_CLASSES,
+            "classifier_scales": (parse_scales(args.classifier_scales)
+                                  if args.classifier_scales is not None else None)}
+
+
+def full_settings_line(r: Any) -> str:
+    """The settings of a full-protocol result that the table does not show."""
+    cq = ",".join(map(str, r.classifier_scales or [])) or "?"
+    which = {"per-scale": "each scale's top-5 classes",
+             "image": "the image-level top-5 classes"}.get(r.class_choice, r.class_choice)
+    return (f"full protocol: boxes at dense stride "
+            f"{' & '.join(dict.fromkeys(map(str, r.dense_stride)))} for {which}, rated by "
+            f"the classifier {r.classifier} at Q = {cq} (stride {r.classifier_stride or '?'}); "
+            f"merge threshold {r.threshold:g}")
 
 
 def _register_predict(sub: argparse._SubParsersAction) -> None:
@@ -216,8 +260,8 @@ def _predict(args: argparse.Namespace) -> int:
     preds = predict_boxes(args.checkpoint, args.classifier, args.inputs, top=args.top,
                           scales=scales, threshold=thr, batch_size=args.batch,
                           device=args.device, workers=args.workers,
-                          precision=args.precision,
-                          progress=args.progress)
+                          precision=args.precision, progress=args.progress,
+                          **_full_settings(args))
     rc = report_predictions(preds, args.inputs, args.json, lambda p: f"{p.path}: " + "; ".join(
         f"{c} ({s:.3g}) [{', '.join(f'{v:.0f}' for v in b)}]" for c, s, b in p.guesses))
     if args.draw:
@@ -270,6 +314,7 @@ def _fuse(args: argparse.Namespace) -> int:
     fused = fuse_results(parts, args.boxes, args.threshold)
     rows = parts + [fused] if len(parts) > 1 else [fused]
     print(loc_table(rows, fmt="markdown" if args.markdown else "text"))
+    print(full_settings_line(fused))
     print(f"{fused.n_images} images, {len(parts)} input(s), merge threshold "
           f"{fused.threshold:g}")
     if args.save:

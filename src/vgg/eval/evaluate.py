@@ -165,6 +165,8 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     ``allow_empty``: return a result with zero images instead of raising when no image
     can be read (training validation on one rank's share). ``on_bad(path, reason)`` is
     told of each unreadable image (default: a warning per image).
+    ``dense_stride``: the output stride of the fully-convolutional nets (a divisor of 32,
+    or None / "auto": each net's default for its crop, SPEC 6b; ``vgg.model``).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -191,6 +193,7 @@ def evaluate(models: Sequence[VGG | Checkpoint | EvalNet | str | os.PathLike[str
     per_net = [check_scales(scales, n.crop, n.name) if scales is not None
                else default_scales(n.train_scale, n.crop, multi_scale=not single)
                for n in nets]
+    strides = [resolve_dense_stride(dense_stride, n.crop) for n in nets]
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     if workers is None:

@@ -4,19 +4,33 @@
 for the ground-truth class (PCR) or the one box (SCR); correct when its IoU with a
 ground-truth box of that class exceeds 0.5 (Table 8).
 
-``full_protocol``: the classification net (dense evaluation at the test scales, image and
-mirror; ``vgg.eval.evaluate``) names the top-5 classes. The localisation net is applied
-densely to the whole image at each scale Q and its mirror: every position of its box map
-predicts a box (per class for PCR) relative to its receptive window, the ``crop`` x
-``crop`` window at (32 j, 32 i) of the rescaled image, mapped back to image pixels. Each
-box of a top-5 class is scored by the classification net's soft-max probability of that
-class at the same position (same crop, same scale: the two score maps align; otherwise by
-the image's probability). The boxes of each class (from every scale, the mirror, and
-every localisation net when several are fused: Table 10) are merged greedily (OverFeat,
-``vgg.localize.merge``); each merged box carries the summed scores of the windows it
-holds, and the best-scored merged box is the class's box. Five (class, box) guesses, in
-the order of the classification posterior: an image is correct at top-k when one of the
-first k guesses has a ground-truth class and IoU > 0.5 with a box of that class.
+``full_protocol`` (greedy merging as OverFeat states it, SPEC 5): the localisation net and
+the classification net are applied densely (Sect. 3.2) to the whole image at each test
+scale Q and to its mirror, at the output stride ``dense_stride`` (default: the net's
+default for its crop, SPEC 6b: 4 pixels at crop 32, 32 at crop 224; ``vgg.model``). Every
+position of the box map predicts a box (per class for PCR) relative to its receptive
+window, the ``crop`` x ``crop`` window at (s j, s i) of the rescaled image
+(``VGGFullyConv.windows``), mapped back to image pixels.
+
+- Classes (``class_choice``): "per-scale" (OverFeat, the default): at each scale the k = 5
+  classes with the largest maximum over the positions (image and mirror) of the
+  classifier's per-position posterior, C_s; the boxes of a class come only from the scales
+  that chose it. "image": the 5 classes of the classifier's image-level posterior, at
+  every scale (this project's earlier protocol).
+- Each box is scored by the classification net's soft-max probability of its class at
+  the same position (same crop, same stride: the two maps align; with another crop the
+  classifier runs at its own stride and every position gets the image's probability at
+  that scale).
+- The boxes of each class (from every scale, the mirror, and every localisation net when
+  several are fused: Table 10) are merged greedily (``vgg.localize.merge``); each merged
+  box carries the summed scores of the windows it holds, and the best-scored merged box is
+  the class's box.
+- Rating (Appendix A: "rated by the class scores of the classification net"): the
+  classes that have a box are ordered by the classifier's image-level posterior, its
+  dense evaluation at ``classifier_scales`` (default: the classifier's own multi-scale Q,
+  Sect. 3.2), image and mirror; the first five are the guesses. An image is correct at
+  top-k when one of its first k guesses has a ground-truth class and IoU > 0.5 with a box
+  of that class.
 
 Every result (:class:`.result.LocResult`) also scores two baselines on the same images
 with the same classes (:mod:`.scoring`): the whole image as the box, and the mean training
@@ -45,7 +59,7 @@ from ..eval.evaluate import EvalNet, as_net, evaluate, scale_label, train_scale_
 from ..eval.metrics import top_classes
 from ..eval.multicrop import center_crop
 from ..eval.scales import check_scales, default_scales
-from ..model import VGG
+from ..model import VGG, resolve_dense_stride
 from ..precision import resolve_precision
 from ..settings import MAX_BATCH, check_float, check_int, check_workers
 from ..weights import open_weights as load_checkpoint
@@ -59,7 +73,8 @@ from .scoring import TOP_K
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("simple", "full")
-STRIDE = 32  # five 2x2 pools: the dense net's positions are 32 pixels apart
+CLASS_CHOICES = ("per-scale", "image")
+DEFAULT_CLASSES = "per-scale"
 
 
 # ---------------------------------------------------------------------------- nets
@@ -127,14 +142,6 @@ def _to_image(boxes: torch.Tensor, size: tuple[int, int], scaled: tuple[int, int
     if flipped:
         boxes = hflip_boxes(boxes, nw)
     return scale_boxes(boxes, size[0] / nw, size[1] / nh)
-
-
-def window_grid(h: int, w: int, crop: int) -> torch.Tensor:
-    """(h * w, 3) windows (x0, y0, side) of the positions of a dense h x w map, row-major:
-    position (i, j) sees the crop x crop window at (32 j, 32 i) of its input (Sect. 3.2)."""
-    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    return torch.stack([STRIDE * jj.flatten(), STRIDE * ii.flatten(),
-                        torch.full((h * w,), crop)], dim=1).to(torch.float64)
 
 
 # ---------------------------------------------------------------------------- protocols
@@ -216,20 +223,30 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
                   classifier: EvalNet | VGG | Checkpoint | str | os.PathLike[str],
                   index: Any, scales: Sequence[int] | None = None, *,
                   threshold: float = DEFAULT_MERGE_THRESHOLD, flip: bool = True,
+                  dense_stride: int | str | None = None,
+                  class_choice: str = DEFAULT_CLASSES,
+                  classifier_scales: Sequence[int] | None = None,
                   batch_size: int = 16, device: str | torch.device | None = None,
                   workers: int | None = None, precision: str = "fp32", progress: bool = True,
                   on_bad: Callable[[str, str], None] | None = None,
                   require_boxes: bool = True) -> LocResult:
     """The full protocol (module docstring) for one localisation net or the fusion of
     several (the union of their boxes is merged). ``scales``: test scales Q for every
-    net; default Q = S of each net. The classification net's posterior is its dense
-    evaluation over the union of the scales (image and mirror). ``require_boxes=False``
-    runs on images without annotations (prediction; the errors are then meaningless)."""
+    net; default Q = S of each net. ``dense_stride``: the output stride of the dense
+    nets, a divisor of 32, or None / "auto" (each net's default for its crop, SPEC 6b).
+    ``class_choice``: "per-scale" (OverFeat's C_s) or "image" (the classifier's image-level
+    top-5 at every scale). ``classifier_scales``: the Q of the classifier's image-level
+    posterior (the rating); default its own multi-scale Q (Sect. 3.2).
+    ``require_boxes=False`` runs on images without annotations (prediction; the errors
+    are then meaningless)."""
     if isinstance(nets, (LocNet, VGG, Checkpoint, str, os.PathLike)):
         nets = [nets]
     locs = [as_loc_net(n, i) for i, n in enumerate(nets)]
     if not locs:
         raise ConfigError("no localisation net to evaluate")
+    if class_choice not in CLASS_CHOICES:
+        raise ConfigError(f"classes must be one of {', '.join(CLASS_CHOICES)}, got "
+                          f"{class_choice!r}")
     threshold = check_float("merge_threshold", threshold, 0.0, 100.0)
     batch_size, workers = _common(index, batch_size, workers, require_boxes)
     cls_net = as_net(classifier)
@@ -241,13 +258,17 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
                               f"classifier calls k")
     per_net = [check_scales(scales, n.crop, n.name) if scales is not None else [n.default_q()]
                for n in locs]
-    all_q = sorted({q for qs in per_net for q in qs})
+    strides = [resolve_dense_stride(dense_stride, n.crop) for n in locs]
+    cls_stride = resolve_dense_stride(dense_stride, cls_net.crop)
+    cls_q = (check_scales(classifier_scales, cls_net.crop, cls_net.name)
+             if classifier_scales is not None
+             else default_scales(cls_net.train_scale, cls_net.crop, multi_scale=True))
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
-    # 1. the classification net's top-5 classes: dense evaluation, Sect. 3.2
-    cls_res = evaluate(cls_net, index, method="dense", scales=all_q, flip=flip,
+    # 1. the classification net's image-level posterior: dense evaluation, Sect. 3.2
+    cls_res = evaluate(cls_net, index, method="dense", scales=cls_q, flip=flip,
                        batch_size=batch_size, device=dev, workers=workers, precision=prec,
-                       progress=progress, on_bad=on_bad)
+                       progress=progress, on_bad=on_bad, dense_stride=cls_stride)
     ids = image_ids(index)
     row_of = {iid: i for i, iid in enumerate(ids)}
     n = len(ids)
@@ -255,30 +276,24 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
     scored = np.zeros(n, bool)
     for iid, p in zip(cls_res.image_ids, cls_res.posteriors):
         post[row_of[iid]], scored[row_of[iid]] = p, True
-    top = top_classes(post, TOP_K)
-    # 2. every box of the top-k classes, from every net, scale and mirror
-    raw_i: list[np.ndarray] = []
-    raw_c: list[np.ndarray] = []
-    raw_b: list[np.ndarray] = []
-    raw_s: list[np.ndarray] = []
+    top = top_classes(post, TOP_K) if class_choice == "image" else None
+    # 2. every box of the chosen classes, from every net, scale and mirror
+    parts: list[dict[str, np.ndarray]] = []
     data = RescaledImages(index, batch_size, workers, dev, progress, on_bad)
     cls_model = prec.net(cls_net.model.eval().to(dev))
-    cls_fcn = cls_model.to_fully_conv()
+    cls_fcn = cls_model.to_fully_conv(cls_stride)
     for j, loc in enumerate(locs):
         model = prec.net(loc.model.eval().to(dev))
-        fcn = model.to_fully_conv()
+        fcn = model.to_fully_conv(strides[j])
         for q in per_net[j]:
             with torch.inference_mode(), prec.autocast():
                 for rows, x8 in data.batches(q, f"boxes net {j + 1}"):
-                    for i, c, b, s in _dense_boxes(model, fcn, cls_model, cls_fcn, x8, rows,
-                                                   top, data.sizes, flip):
-                        raw_i.append(i), raw_c.append(c), raw_b.append(b), raw_s.append(s)
-    raw = {"image": np.concatenate(raw_i) if raw_i else np.zeros(0, np.int64),
-           "class": np.concatenate(raw_c) if raw_c else np.zeros(0, np.int64),
-           "boxes": np.concatenate(raw_b) if raw_b else np.zeros((0, 4), np.float32),
-           "scores": np.concatenate(raw_s) if raw_s else np.zeros(0, np.float32)}
-    # 3. greedy merging per image and class; five guesses
-    guesses = merge_guesses(raw, post, top, threshold, rows=np.nonzero(scored)[0])
+                    parts += _dense_boxes(model, fcn, cls_model, cls_fcn, x8, rows, top,
+                                          data.sizes, flip, q)
+    raw = {k: (np.concatenate([p[k] for p in parts]) if parts else
+               np.zeros((0, 4) if k == "boxes" else 0, RAW_DTYPES[k])) for k in RAW_DTYPES}
+    # 3. greedy merging per image and class; five guesses rated by the posterior
+    guesses = merge_guesses(raw, post, threshold, rows=np.nonzero(scored)[0])
     gt_all = _gt_of(index, classes)
     labels = np.array([lbl for _, lbl in index.samples], dtype=np.int64)
     for r in np.nonzero(~scored)[0]:
@@ -287,42 +302,68 @@ def full_protocol(nets: Sequence[LocNet | VGG | Checkpoint | str | os.PathLike[s
                   raw=raw, posteriors=post, classifier=cls_net.name, threshold=threshold,
                   allow_empty=False)
     res.precision = prec.name
+    res.dense_stride = strides
+    res.class_choice = class_choice
+    res.classifier_scales = list(cls_q)
+    res.classifier_stride = cls_stride
     return res
 
 
+RAW_DTYPES = {"image": np.int64, "class": np.int64, "boxes": np.float32,
+              "scores": np.float32, "scale": np.int64}
+
+
+def scale_classes(probs: Sequence[torch.Tensor], k: int = TOP_K) -> torch.Tensor:
+    """OverFeat's C_s (SPEC 5 (a)): ``probs``, the classifier's per-position posteriors of
+    a batch at one scale, (n, K, h, w) each (the image's map and its mirror's) -> (n,
+    min(k, K)) int64, each image's k classes with the largest maximum over all positions,
+    best first (ties in class order)."""
+    smax = torch.stack([p.amax(dim=(2, 3)) for p in probs]).amax(dim=0)  # (n, K)
+    return torch.argsort(-smax, dim=1, stable=True)[:, :min(k, smax.shape[1])]
+
+
 def _dense_boxes(model: VGG, fcn: Any, cls_model: VGG, cls_fcn: Any, x8: torch.Tensor,
-                 rows: np.ndarray, top: np.ndarray, sizes: list[Any], flip: bool
-                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """The boxes every position predicts for each image's top classes, in image pixels,
-    with the classifier's probability of the class at that position as the score."""
-    out = []
+                 rows: np.ndarray, top: np.ndarray | None, sizes: list[Any], flip: bool,
+                 q: int) -> list[dict[str, np.ndarray]]:
+    """The boxes every position predicts for each image's classes (``top``: the same
+    classes at every scale; None: the scale's own top-k, :func:`scale_classes`), in image
+    pixels, with the classifier's probability of the class at that position as the
+    score."""
     x_loc, x_cls = normalise(model, x8), normalise(cls_model, x8)
     nh, nw = x8.shape[-2:]
-    crop, head = model.config.crop, model.config.head
+    head = model.config.head
+    passes = []
     for mirrored in ((False, True) if flip else (False,)):
         xl = x_loc.flip(3) if mirrored else x_loc
         xc = x_cls.flip(3) if mirrored else x_cls
-        bmap = fcn(xl).float()            # (n, 4 or 4K, h, w)
-        scores = cls_fcn(xc).float()      # (n, K, h', w')
-        aligned = scores.shape[-2:] == bmap.shape[-2:]
+        bmap = fcn(xl).float()                   # (n, 4 or 4K, h, w)
+        smap = cls_fcn(xc).float()               # (n, K, h', w') class scores
+        passes.append((mirrored, bmap, smap, torch.softmax(smap, dim=1)))
+    chosen = (scale_classes([p for *_, p in passes]).cpu().numpy() if top is None
+              else top[rows])
+    out = []
+    for mirrored, bmap, smap, pmap in passes:
         # per position: the class posterior of that window; with another crop the maps do
-        # not align, and every position gets the image's posterior (Sect. 3.2 dense)
-        prob = (torch.softmax(scores, dim=1) if aligned
-                else torch.softmax(scores.mean((2, 3)), dim=1)[..., None, None])
+        # not align, and every position gets the image's posterior at this scale (Sect. 3.2
+        # dense)
+        if pmap.shape[-2:] != bmap.shape[-2:]:
+            pmap = torch.softmax(smap.mean((2, 3)), dim=1)[..., None, None]
         h, w = bmap.shape[-2:]
-        windows = window_grid(h, w, crop)          # (P, 3)
+        windows = fcn.windows(h, w)                        # (P, 3) (x0, y0, crop)
         for b in range(len(rows)):
             r = int(rows[b])
             size = sizes[r]
-            cls = torch.as_tensor(top[r], dtype=torch.int64, device=bmap.device)
+            cls = torch.as_tensor(chosen[b], dtype=torch.int64, device=bmap.device)
             per_class = class_params(bmap[b].expand(len(cls), -1, -1, -1), head, cls)
-            for c, p in zip(top[r].tolist(), per_class):   # p: (4, h, w), class c's box map
+            for c, p in zip(chosen[b].tolist(), per_class):   # p: (4, h, w), class c's box map
                 params = p.permute(1, 2, 0).reshape(-1, 4).double().cpu()   # (P, 4)
                 boxes = _to_image(decode(params, windows), size, (nw, nh), mirrored)
-                score = prob[b, c].expand(h, w).reshape(-1).cpu() if aligned else \
-                    prob[b, c].reshape(1).expand(h * w).cpu()
-                out.append((np.full(h * w, r, np.int64), np.full(h * w, c, np.int64),
-                            boxes.float().numpy(), score.float().numpy()))
+                score = pmap[b, c].expand(h, w).reshape(-1).cpu()
+                out.append({"image": np.full(h * w, r, np.int64),
+                            "class": np.full(h * w, c, np.int64),
+                            "boxes": boxes.float().numpy(),
+                            "scores": score.float().numpy(),
+                            "scale": np.full(h * w, q, np.int64)})
     return out
 
 

@@ -14,10 +14,11 @@ to a unit-free dissimilarity (lower = more alike, 0 for identical boxes)::
     match_score(a, b) = |centre(a) - centre(b)| / mean(sqrt(area(a)), sqrt(area(b)))
                         + (1 - IoU(a, b))
 
-``greedy_merge`` is the vectorised implementation (one pairwise score matrix per class,
-cached row minima, O(N) tensor work per merge); ``greedy_merge_reference`` is the
-straightforward one (pure Python, every pair every iteration) that it is checked and
-benchmarked against. Both break ties the same way and give the same result.
+``greedy_merge`` is the vectorised implementation (one pairwise score matrix per class;
+for a class of up to 256 CPU boxes, the matrix's first minimum in numpy each merge, else
+cached row minima with O(N) tensor work per merge); ``greedy_merge_reference`` is the
+straightforward one (pure Python, every pair every iteration) that both are checked and
+benchmarked against. All break ties the same way and give the same result.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,6 +53,7 @@ plain average, so a cloud of many boxes that absorbs one outlier or a neighbouri
 object's cloud moves half-way towards it."""
 
 _BLOCK = 1 << 18  # score-matrix entries computed at a time
+_SMALL = 256  # boxes of a class up to which the numpy merger is used (CPU)
 _SIZE_EPS = 1e-12  # pixels; only both-zero-area pairs get near it (their distance then dominates)
 
 
@@ -200,6 +203,59 @@ class _ClassMerger:
         return self.slot[keep], self.boxes[keep], self.scores[keep], self.counts[keep]
 
 
+def _match_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``_match_block`` in numpy, in the same order of operations (bit-identical)."""
+    ax0, ay0, ax1, ay1 = (a[:, k:k + 1] for k in range(4))  # (n, 1) each
+    bx0, by0, bx1, by1 = b.T  # (M,) each
+    area_a = np.maximum(ax1 - ax0, 0) * np.maximum(ay1 - ay0, 0)
+    area_b = np.maximum(bx1 - bx0, 0) * np.maximum(by1 - by0, 0)
+    iw = np.maximum(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0)
+    ih = np.maximum(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0)
+    inter = iw * ih
+    union = np.maximum(area_a + area_b - inter, np.finfo(a.dtype).tiny)
+    dissim = 1 - inter / union
+    dx = (ax0 + ax1) / 2 - (bx0 + bx1) / 2
+    dy = (ay0 + ay1) / 2 - (by0 + by1) / 2
+    dist = np.sqrt(dx * dx + dy * dy)
+    size = np.maximum((np.sqrt(area_a) + np.sqrt(area_b)) / 2, _SIZE_EPS)
+    return dist / size + dissim
+
+
+def _merge_small(boxes: Tensor, scores: Tensor, threshold: float
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:class:`_ClassMerger`'s result for a class of at most ``_SMALL`` CPU boxes, in
+    numpy: the whole (n, n) score matrix's first minimum each merge (row-major, so ties go
+    to the lowest pair, as in the reference) costs less at this size than the cached row
+    minima's dozen tensor calls (dense application at a fine stride gives many such
+    classes: tens of boxes per class and image)."""
+    b = boxes.numpy().copy()
+    sc = scores.numpy().copy()
+    n = len(b)
+    counts = np.ones(n, np.int64)
+    alive = np.ones(n, bool)
+    m = _match_np(b, b)
+    np.fill_diagonal(m, np.inf)
+    for _ in range(n - 1):
+        k = int(np.argmin(m))
+        i, j = divmod(k, n)
+        if not m[i, j] <= threshold:  # also stops on inf (no pair left) and NaN
+            break
+        b[i] = (b[i] + b[j]) / 2
+        sc[i] += sc[j]
+        counts[i] += counts[j]
+        alive[j] = False
+        m[j, :] = np.inf
+        m[:, j] = np.inf
+        new = _match_np(b[i:i + 1], b)[0]
+        new[~alive] = np.inf
+        new[i] = np.inf
+        m[i, :] = new
+        m[:, i] = new
+    keep = np.nonzero(alive)[0]
+    return (torch.from_numpy(keep), torch.from_numpy(b[keep]), torch.from_numpy(sc[keep]),
+            torch.from_numpy(counts[keep]))
+
+
 def greedy_merge(boxes: Tensor, scores: Tensor, labels: Tensor,
                  threshold: float = DEFAULT_MERGE_THRESHOLD) -> MergeResult:
     """OverFeat greedy merging (Appendix A full protocol), vectorised.
@@ -210,8 +266,11 @@ def greedy_merge(boxes: Tensor, scores: Tensor, labels: Tensor,
     the lowest index pair; a merged box takes the lower index's place, so the result lists
     boxes by the first input box they hold and is the same as
     ``greedy_merge_reference``'s. CPU or CUDA tensors; the work is per class: one
-    (n_c, n_c) score matrix, then a fixed number of O(n_c) tensor operations per merge
-    (plus rescans of the few rows whose minimum the merge removed).
+    (n_c, n_c) score matrix, then per merge either its first minimum in numpy (classes of
+    up to ``_SMALL`` CPU boxes: what dense application at a fine stride gives, tens of
+    boxes per class and image, where a tensor call's overhead dominates) or a fixed number
+    of O(n_c) tensor operations (plus rescans of the few rows whose minimum the merge
+    removed).
 
     See ``DEFAULT_MERGE_THRESHOLD`` for the choice of ``threshold``.
     """
@@ -221,7 +280,10 @@ def greedy_merge(boxes: Tensor, scores: Tensor, labels: Tensor,
     parts_c = [labels.new_empty(0)]
     for c in torch.unique(labels).tolist():
         idx = (labels == c).nonzero().squeeze(1)
-        k, b, s, cnt = _ClassMerger(boxes[idx], scores[idx]).run(threshold)
+        if len(idx) <= _SMALL and boxes.device.type == "cpu":
+            k, b, s, cnt = _merge_small(boxes[idx], scores[idx], threshold)
+        else:
+            k, b, s, cnt = _ClassMerger(boxes[idx], scores[idx]).run(threshold)
         keep.append(idx[k])
         parts_b.append(b)
         parts_s.append(s)

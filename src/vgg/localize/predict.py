@@ -14,6 +14,7 @@ import torch
 
 from ..checkpoint import atomic_write
 from ..errors import VggError
+from .evaluate import DEFAULT_CLASSES
 from .merge import DEFAULT_MERGE_THRESHOLD
 
 Box4 = tuple[float, float, float, float]
@@ -74,11 +75,14 @@ def predict_boxes(loc: Any, classifier: Any, inputs: Sequence[str | os.PathLike[
                   top: int = 5, scales: Sequence[int] | None = None,
                   threshold: float = DEFAULT_MERGE_THRESHOLD, batch_size: int = 16,
                   device: str | torch.device | None = None, workers: int | None = None,
-                  precision: str = "fp32", progress: bool = True) -> list[BoxPrediction]:
+                  precision: str = "fp32", progress: bool = True,
+                  dense_stride: int | str | None = None, class_choice: str = DEFAULT_CLASSES,
+                  classifier_scales: Sequence[int] | None = None) -> list[BoxPrediction]:
     """The ``top`` (class, score, box) guesses of each image (folders expanded; files that
-    cannot be read get an ``error``). ``precision``: the networks' ("fp32" default; "auto" is
-    bf16 where the hardware runs it natively, `vgg localize predict`'s default;
-    ``vgg.precision``)."""
+    cannot be read get an ``error``): the full protocol (``dense_stride``, ``class_choice``
+    and ``classifier_scales`` as in ``vgg.localize.evaluate.full_protocol``).
+    ``precision``: the networks' ("fp32" default; "auto" is bf16 where the hardware runs
+    it natively, `vgg localize predict`'s default; ``vgg.precision``)."""
     from ..data.folders import ImageIndex, list_images
     from ..eval.evaluate import as_net
     from ..eval.predict import quiet_skips
@@ -94,8 +98,9 @@ def predict_boxes(loc: Any, classifier: Any, inputs: Sequence[str | os.PathLike[
     boxes = {p: b for p in paths if (b := _beside(p))}
     index = ImageIndex([(p, 0) for p in paths], classes, None, boxes=boxes or None)
     result = full_protocol(net, cls, index, scales, threshold=threshold,
-                           batch_size=batch_size, device=device, workers=workers,
-                           precision=precision,
+                           dense_stride=dense_stride, class_choice=class_choice,
+                           classifier_scales=classifier_scales, batch_size=batch_size,
+                           device=device, workers=workers, precision=precision,
                            progress=progress, require_boxes=False)
     names = cls.model.display_names()
     done = dict(zip(result.image_ids, result.guesses))

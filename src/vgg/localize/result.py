@@ -15,6 +15,7 @@ import numpy as np
 
 from ..checkpoint import atomic_write
 from ..errors import VggError
+from ..model import NET_STRIDE
 from ..npz import Array, json_meta, read_npz
 from . import scoring
 
@@ -26,7 +27,11 @@ class LocResult:
 
     ``guesses[i]``: [(class, score, (x0, y0, x1, y1))], best first (one for the simple
     protocol); ``gt[i]``: [(class, (x0, y0, x1, y1))]; ``sizes[i]`` = (width, height).
-    ``raw``: the unmerged boxes (image, class, xyxy, score) for fusion and re-scoring.
+    ``raw``: the unmerged boxes (image, class, xyxy, score, scale Q) for fusion and
+    re-scoring. Full protocol only: ``dense_stride``, the output stride of each
+    localisation net (pixels between positions, SPEC 6b); ``class_choice``, "per-scale" or
+    "image" (``vgg.localize.evaluate``); ``classifier_scales`` and ``classifier_stride``,
+    the Q and stride of the classifier's image-level posterior (the rating).
     """
 
     protocol: str
@@ -49,6 +54,10 @@ class LocResult:
     threshold: float | None = None
     skipped: list[str] = field(default_factory=list)
     precision: str = "fp32"  # of the networks (vgg.precision)
+    dense_stride: list[int] = field(default_factory=list)
+    class_choice: str | None = None
+    classifier_scales: list[int] | None = None
+    classifier_stride: int | None = None
     errors: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,14 +87,19 @@ class LocResult:
                 "train_scale": " & ".join(dict.fromkeys(self.train_scales)),
                 "test_scale": " & ".join(dict.fromkeys(",".join(map(str, s))
                                                        for s in self.scales)),
+                "dense_stride": " & ".join(dict.fromkeys(map(str, self.dense_stride))) or "-",
                 "protocol": self.protocol + (" (fused)" if len(self.nets) > 1 else ""),
+                "classes": self.class_choice or "-",
                 "precision": self.precision,
                 **{k: v for k, v in self.errors.items() if not k.startswith("cls_")}}
 
     def to_json(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "nets": self.nets, "config": self.configs,
                 "head": self.heads, "tuned": self.tuned, "train_scale": self.train_scales,
-                "scales": self.scales, "classifier": self.classifier,
+                "scales": self.scales, "dense_stride": self.dense_stride or None,
+                "classes": self.class_choice, "classifier": self.classifier,
+                "classifier_scales": self.classifier_scales,
+                "classifier_dense_stride": self.classifier_stride,
                 "merge_threshold": self.threshold, "n_images": self.n_images,
                 "n_skipped": len(self.skipped), "skipped": self.skipped[:100],
                 "mean_iou_first_guess": self.mean_iou(), "mean_box": list(self.mean_box),
@@ -128,7 +142,10 @@ class LocResult:
                 "heads": self.heads, "tuned": self.tuned, "train_scales": self.train_scales,
                 "scales": self.scales, "mean_box": list(self.mean_box),
                 "classifier": self.classifier, "threshold": self.threshold,
-                "skipped": self.skipped, "precision": self.precision}
+                "skipped": self.skipped, "precision": self.precision,
+                "dense_stride": self.dense_stride, "classes": self.class_choice,
+                "classifier_scales": self.classifier_scales,
+                "classifier_dense_stride": self.classifier_stride}
 
 
 # the arrays of a saved boxes file (vgg.npz: N images, K classes, G ground-truth boxes,
@@ -174,6 +191,10 @@ def load_saved(path: str | os.PathLike[str]) -> LocResult:
                 for c, s, b in zip(d["guess_class"][i], d["guess_score"][i],
                                    d["guess_boxes"][i]) if c >= 0] for i in range(n)]
     raw = {k[4:]: d[k] for k in d if k.startswith("raw_")}
+    full = meta["protocol"] == "full"
+    # files written before the dense stride and the class choice were recorded: the
+    # protocol of then (stride 32, the image-level top-5, the classifier at the test scales)
+    old = full and "dense_stride" not in meta
     return LocResult(
         protocol=meta["protocol"], nets=meta["nets"], configs=meta["configs"],
         heads=meta["heads"], tuned=meta["tuned"], train_scales=meta["train_scales"],
@@ -182,4 +203,10 @@ def load_saved(path: str | os.PathLike[str]) -> LocResult:
         gt=gt, guesses=guesses, mean_box=tuple(meta["mean_box"]), raw=raw,
         posteriors=d.get("posteriors"), classifier=meta.get("classifier"),
         threshold=meta.get("threshold"), skipped=list(meta.get("skipped", [])),
-        precision=str(meta.get("precision") or "fp32"))
+        precision=str(meta.get("precision") or "fp32"),
+        dense_stride=([NET_STRIDE] * len(meta["nets"]) if old
+                      else [int(v) for v in meta.get("dense_stride") or []]),
+        class_choice="image" if old else meta.get("classes"),
+        classifier_scales=(sorted({q for qs in meta["scales"] for q in qs}) if old
+                           else meta.get("classifier_scales")),
+        classifier_stride=NET_STRIDE if old else meta.get("classifier_dense_stride"))

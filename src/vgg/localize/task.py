@@ -99,6 +99,12 @@ class LocalisationTask(Task):
         return box_loss(out, batch["boxes"], batch["box_labels"], batch["box_valid"],
                         self.cfg.head)
 
+    def empty_batch(self, crop: int) -> dict[str, torch.Tensor]:
+        return super().empty_batch(crop) | {
+            "boxes": torch.zeros(0, 4, dtype=torch.float32),
+            "box_labels": torch.zeros(0, dtype=torch.int64),
+            "box_valid": torch.zeros(0, dtype=torch.bool)}
+
     def validate(self, model: VGG, val_index: ImageIndex, ctx: TaskContext
                  ) -> dict[str, float]:
         from .evaluate import LocNet, simple_protocol

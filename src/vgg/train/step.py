@@ -97,10 +97,8 @@ class TrainStep:
         # DDP averages gradients over ranks, so scale by world_size / global images:
         # the result is the mean over the global batch, however it is split.
         scale = self.dist.world_size / n_global
-        crop = self.cfg.crop
         if n_local == 0:  # every image of this rank's share was unreadable
-            batch = {"images": torch.zeros(0, 3, crop, crop, dtype=torch.uint8),
-                     "labels": torch.zeros(0, dtype=torch.int64)}
+            batch = self.task.empty_batch(self.cfg.crop)
         stats = torch.zeros(3, device=self.device)  # loss, right, counted
         micros = list(micro_batches(batch, self.micro))
         for i, mb in enumerate(micros):

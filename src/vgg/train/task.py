@@ -101,6 +101,13 @@ class Task(ABC):
     def train_mode(self, model: VGG) -> None:
         model.train()
 
+    def empty_batch(self, crop: int) -> dict[str, torch.Tensor]:
+        """A batch of no images with every tensor :meth:`loss` reads: this process's share
+        when every image of it was unreadable (it still runs forward and backward, for
+        DDP's gradient all-reduce)."""
+        return {"images": torch.zeros(0, 3, crop, crop, dtype=torch.uint8),
+                "labels": torch.zeros(0, dtype=torch.int64)}
+
     def meta(self) -> dict[str, Any]:
         """Facts the task adds to every checkpoint's ``meta``."""
         return {}
