@@ -243,7 +243,7 @@ def _positive_int(text: str) -> int | None:
     return v if v >= 1 else None
 
 
-def read_flag_list(path: Path, named: _Named, report: ActionReport
+def _read_flag_list(path: Path, named: _Named, report: ActionReport
                    ) -> dict[tuple[str, int], int]:
     """``<action>_<split>.txt`` -> {(image id, object index): flag}; a line that is not
     "id index flag" (flag 1, -1 or 0) is named and counted."""
@@ -263,7 +263,7 @@ def read_flag_list(path: Path, named: _Named, report: ActionReport
     return out
 
 
-def read_set_list(path: Path, named: _Named, report: ActionReport
+def _read_set_list(path: Path, named: _Named, report: ActionReport
                   ) -> list[tuple[str, int | None]]:
     """``<split>.txt`` -> [(image id, object index or None)]: the devkit's lists hold an
     image id a line; a second column, when present, names one object (1-based)."""
@@ -334,11 +334,11 @@ def read_actions(root: str | Path, split: str, actions: list[str] | tuple[str, .
         for a in report.missing_lists:
             named("missing_list", str(lists[a]), f"no list for {a!r}: it is not scored")
         for a, p in have.items():
-            for key, flag in read_flag_list(p, named, report).items():
+            for key, flag in _read_flag_list(p, named, report).items():
                 listed.setdefault(key, {})[a] = flag
     elif set_file.is_file():
         source = "xml"
-        for image, idx in read_set_list(set_file, named, report):
+        for image, idx in _read_set_list(set_file, named, report):
             ann = annotation(image)
             if idx is not None:
                 listed.setdefault((image, idx), {})  # checked (and named) below
