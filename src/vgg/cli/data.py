@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("out", type=Path, help="output folder: new or empty, or (with "
                                           "--overwrite) an earlier shapes dataset, which is "
                                           "replaced as a whole")
-    y.add_argument("--classes", type=int_in(2, 14), default=10, help="shape classes (2..14)")
+    y.add_argument("--classes", type=int_in(2, 14), default=10,
+                   help="shape classes (2..14); with --layout voc-action: actions (2..10)")
     y.add_argument("--train-per-class", type=int_in(0, MAX_PER_CLASS), default=260)
     y.add_argument("--val-per-class", type=int_in(0, MAX_PER_CLASS), default=50)
     y.add_argument("--seed", type=seed, default=0)
@@ -58,11 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="smallest object extent / smaller image side (default 0.1)")
     y.add_argument("--max-object", type=float, default=0.9,
                    help="largest object extent / smaller image side (default 0.9)")
-    y.add_argument("--layout", choices=("folders", "voc"), default="folders",
+    y.add_argument("--layout", choices=("folders", "voc", "voc-action"), default="folders",
                    help="folders (default): OUT/train|val/<class>/; voc: a PASCAL VOC devkit "
                         "year folder (JPEGImages/, Annotations/, ImageSets/Main/ with "
                         "trainval/train/val/test lists; small objects marked difficult) for "
-                        "vgg transfer --protocol voc")
+                        "vgg transfer --protocol voc; voc-action: VOC-2012's action task "
+                        "(1-3 persons an image, each holding its action's shape; "
+                        "ImageSets/Action/ lists, <actions> per person; --train-per-class / "
+                        "--val-per-class images per action) for vgg transfer --protocol "
+                        "actions")
     y.add_argument("--workers", type=workers_count, default=None,
                    help="processes (default: the available cores)")
     add_overwrite_flag(y)
@@ -139,6 +144,21 @@ def _synth(args: argparse.Namespace) -> int:
     from ..data.synthetic import make_shapes_dataset
 
     _clear_synth_folder(args.out, args.overwrite)
+    if args.layout == "voc-action":
+        from ..data.synthetic_actions import make_action_dataset
+
+        if args.multi:
+            from ..errors import ConfigError
+
+            raise ConfigError("--multi is for the shapes layouts; voc-action images hold "
+                              "1-3 persons already")
+        make_action_dataset(args.out, actions=args.classes,
+                            train_per_action=args.train_per_class,
+                            val_per_action=args.val_per_class, seed=args.seed,
+                            min_side=args.min_side, max_side=args.max_side,
+                            workers=args.workers, progress=args.progress)
+        return 0
+
     make_shapes_dataset(args.out, classes=args.classes,
                         train_per_class=args.train_per_class,
                         val_per_class=args.val_per_class, seed=args.seed,

@@ -1,6 +1,6 @@
 """``vgg features`` and ``vgg transfer``: very deep features on other datasets (Appendix B)
 — dense multi-scale descriptors of fixed nets, linear SVMs, VOC mAP and Caltech mean
-class recall, box-level classification (Table 12)."""
+class recall (Table 11), VOC-2012 action classification (Table 12), object boxes."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--combine", choices=("average", "stack"), default="average",
                    help="combine the scales by averaging (default; VOC) or stacking (Caltech)")
     f.add_argument("--boxes", action="store_true",
-                   help="describe every annotated box (its region of the image) instead of "
-                        "whole images (box-level classification, Table 12)")
+                   help="describe every annotated object box (its region of the image) "
+                        "instead of whole images (the boxes protocol's box descriptors)")
     f.add_argument("--out", required=True, metavar="OUT.npz",
                    help="features file to write (an existing one needs --overwrite; an "
                         "interrupted run's OUT.parts/ is continued without it)")
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser(
         "transfer", help="linear SVMs on very deep features: VOC mAP, Caltech mean class "
-                         "recall (Table 11), box-level classification (Table 12)",
+                         "recall (Table 11), VOC-2012 actions (Table 12)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Appendix B end to end: descriptors of fixed nets (as `vgg features`), "
                     "one-vs-rest\nlinear SVMs (--solver) with C chosen on 20% of the "
@@ -89,20 +89,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "\n           a tree with train/ and val/ (or test/): trained on train/, "
                     "tested\n           on val/ (random draws of --train-per-class when "
                     "given)\n"
-                    "  boxes    every annotated box a sample: whole-image descriptor alone, "
-                    "and stacked\n           with the box's (Table 12); mAP\n"
+                    "  actions  VOC-2012 action classification (Table 12): every person of "
+                    "ImageSets/\n           Action a sample with 10 action flags; its "
+                    "image's descriptor, its box's,\n           and both stacked; an SVM "
+                    "per action; AP per action and mAP (area);\n           train -> val "
+                    "(trainval -> test when the test persons are labelled)\n"
+                    "  boxes    every annotated object box a sample, classified into the "
+                    "object\n           classes: whole-image descriptor alone, and stacked "
+                    "with the box's; mAP\n"
                     "Given .npz features (from `vgg features`) instead of checkpoints, the "
                     "SVMs run on\nthem: --test FILE, or random splits of one file.",
         epilog="examples:\n"
                "  vgg transfer D.pt E.pt --data VOCdevkit/VOC2007 --json voc.json\n"
                "  vgg transfer D.pt --data 101_ObjectCategories --protocol caltech "
                "--splits 3\n"
+               "  vgg transfer D.pt E.pt --data VOCdevkit/VOC2012 --protocol actions\n"
                "  vgg transfer train.npz --test test.npz --json out.json")
     t.add_argument("sources", nargs="+", metavar="CKPT|FEATS.npz",
                    help="checkpoint(s), or one features file")
     t.add_argument("--data", default=None, metavar="DIR", help="the dataset (with checkpoints)")
-    t.add_argument("--protocol", choices=("voc", "caltech", "classes", "boxes"), default=None,
-                   help="default: voc for a VOC year folder, else caltech")
+    t.add_argument("--protocol", choices=("voc", "caltech", "classes", "boxes", "actions"),
+                   default=None,
+                   help="default: voc for a VOC year folder (actions for one with only "
+                        "ImageSets/Action), else caltech")
     t.add_argument("--test", default=None, metavar="FEATS.npz",
                    help="test features (with a training features file)")
     t.add_argument("--train-per-class", type=int_in(1, MAX_PER_CLASS), default=None, metavar="N",
@@ -115,7 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=seed, default=0, help="seed of the splits, the held-out "
                                                         "20%% and the random nets")
     t.add_argument("--combine", choices=("average", "stack"), default=None,
-                   help="default: average for voc and boxes, stack for caltech/classes")
+                   help="default: average for voc, actions and boxes, stack for "
+                        "caltech/classes")
     t.add_argument("--C", dest="C", default=None, metavar="C,C,...",
                    help="SVM regularisation values to choose from on the held-out 20%% "
                         "(default 0.01,0.1,1,10,100,1000)")
@@ -181,7 +191,8 @@ def _voc_year(data: Path) -> Path:
     """VOCdevkit/ holding one year folder -> that folder (said once)."""
     if (data / "ImageSets").is_dir() or not data.is_dir():
         return data
-    years = [d for d in sorted(data.iterdir()) if (d / "ImageSets" / "Main").is_dir()]
+    years = [d for d in sorted(data.iterdir())
+             if (d / "ImageSets" / "Main").is_dir() or (d / "ImageSets" / "Action").is_dir()]
     if len(years) == 1:
         import logging
 
@@ -257,10 +268,13 @@ def run_transfer(args: argparse.Namespace) -> int:
         if args.data is None:
             raise ConfigError("give --data DIR (the dataset to transfer to)")
         data = _voc_year(Path(args.data))
-        protocol = args.protocol or ("voc" if (data / "ImageSets" / "Main").is_dir()
+        voc = (data / "ImageSets" / "Main").is_dir()
+        protocol = args.protocol or ("voc" if voc else "actions"
+                                     if (data / "ImageSets" / "Action").is_dir()
                                      else "caltech")
-        if protocol in ("caltech", "classes") and (data / "ImageSets" / "Main").is_dir():
-            raise ConfigError(f"{data} is a VOC year folder: use --protocol voc (or boxes)")
+        if protocol in ("caltech", "classes") and (voc or (data / "ImageSets").is_dir()):
+            raise ConfigError(f"{data} is a VOC year folder: use --protocol voc (or actions, "
+                              f"boxes)")
         nets = [as_feature_net(c, i) for i, c in enumerate(args.sources)]
         opts = _extract_options(
             args, args.combine or ("stack" if protocol in ("caltech", "classes")
@@ -272,6 +286,10 @@ def run_transfer(args: argparse.Namespace) -> int:
             report = P.run_voc(nets, data, opts, **common)
         elif protocol == "boxes":
             report = P.run_boxes(nets, data, opts, **common)
+        elif protocol == "actions":
+            from ..transfer.actions import run_actions
+
+            report = run_actions(nets, data, opts, **common)
         else:
             split_tree = (data / "train").is_dir() and any(
                 (data / t).is_dir() for t in ("val", "test"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +25,9 @@ class RawObject(NamedTuple):
     where: str        # "object 2" / "row 14": where in the file
     problem: str | None = None
     difficult: bool = False  # VOC's <difficult>1</difficult>: ignored when scoring
+    # VOC-2010+'s <actions> of a person (action classification): each child's text as
+    # written, e.g. {"jumping": "0", "phoning": "1"}; None without an <actions> element
+    actions: dict[str, str] | None = None
 
 
 @dataclass
@@ -80,7 +83,10 @@ def parse_voc_xml(path: str | Path) -> RawAnnotation:
             ann.objects.append(RawObject(name, None, where, f"bad <bndbox> numbers ({vals})"))
             continue
         hard = (obj.findtext("difficult") or "0").strip() in ("1", "true", "True")
-        ann.objects.append(RawObject(name, coords, where, None, hard))  # type: ignore[arg-type]
+        acts = obj.find("actions")
+        actions = None if acts is None else {a.tag: (a.text or "").strip() for a in acts}
+        ann.objects.append(RawObject(name, coords, where, None, hard,  # type: ignore[arg-type]
+                                     actions))
     return ann
 
 
@@ -99,18 +105,25 @@ def read_voc_xml(path: str | Path) -> list[Box]:
 
 def write_voc_xml(path: str | Path, filename: str, size: tuple[int, int],
                   boxes: list[Box], folder: str = "",
-                  difficult: Sequence[bool] | None = None) -> None:
+                  difficult: Sequence[bool] | None = None,
+                  actions: Sequence[Mapping[str, int] | None] | None = None) -> None:
     """Write a VOC annotation (inverse of ``read_voc_xml``: 1-based inclusive integers);
-    ``difficult[i]`` marks box i as VOC's "difficult" (left out of the scores)."""
+    ``difficult[i]`` marks box i as VOC's "difficult" (left out of the scores);
+    ``actions[i]`` gives box i VOC-2012's ``<actions>`` (each action's 0 / 1 flag)."""
     lines = ["<annotation>", f"  <folder>{folder}</folder>", f"  <filename>{filename}</filename>",
              f"  <size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"]
     hard = list(difficult) if difficult is not None else [False] * len(boxes)
-    for b, d in zip(boxes, hard):
+    acts = list(actions) if actions is not None else [None] * len(boxes)
+    for b, d, a in zip(boxes, hard, acts):
         lines += ["  <object>", f"    <name>{b.name}</name>", "    <pose>Unspecified</pose>",
                   "    <truncated>0</truncated>", f"    <difficult>{int(bool(d))}</difficult>",
                   f"    <bndbox><xmin>{int(round(b.x0)) + 1}</xmin><ymin>{int(round(b.y0)) + 1}"
                   f"</ymin><xmax>{int(round(b.x1))}</xmax><ymax>{int(round(b.y1))}</ymax>"
-                  "</bndbox>", "  </object>"]
+                  "</bndbox>"]
+        if a is not None:
+            lines += ["    <actions>", *(f"      <{k}>{int(v)}</{k}>" for k, v in a.items()),
+                      "    </actions>"]
+        lines.append("  </object>")
     lines.append("</annotation>")
     Path(path).write_text("\n".join(lines) + "\n")
 

@@ -206,3 +206,21 @@ def mean_class_recall(scores: np.ndarray, labels: np.ndarray) -> float:
     of each class, so that large classes do not dominate."""
     r = class_recalls(scores, labels)
     return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
+
+
+# ---------------------------------------------------------------- over splits or seeds
+
+def mean_std(values: Sequence[float], what: str = "split") -> tuple[float, float | None]:
+    """Mean and standard deviation of a result over splits or seeds, the project's one
+    convention for "mean ± std" (Caltech's splits, the study's seeds): the sample
+    standard deviation (``ddof=1``, the n - 1 estimate; the paper does not say which it
+    used), None for a single value. A non-finite value is refused, naming each
+    (``what`` 1-based): a split that scored nothing must not pass as a smaller spread."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError(f"no {what} to average")
+    bad = np.nonzero(~np.isfinite(v))[0]
+    if bad.size:
+        raise ValueError(f"{what} {', '.join(str(i + 1) for i in bad)} of {v.size} gave no "
+                         f"finite value ({', '.join(str(v[i]) for i in bad)})")
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)

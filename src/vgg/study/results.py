@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VggError
-from ..eval.metrics import topk_wrong
+from ..eval.metrics import mean_std, topk_wrong
 from .plan import EvalSpec, StudyPlan, multi_q, seeded, single_q, table_runs
 from .runs import read_done
 from .verdict import (
@@ -62,11 +62,10 @@ class Measured:
         return float(np.mean(self.seed_top5))
 
     def cell(self, which: int = 1) -> str:
-        vals = self.seed_top1 if which == 1 else self.seed_top5
-        mean = 100 * float(np.mean(vals))
-        if len(vals) > 1:
-            return f"{mean:.1f} ± {100 * float(np.std(vals, ddof=1)):.1f}"
-        return f"{mean:.1f}"
+        """Mean ± std over the seeds (``metrics.mean_std``: the sample std, as transfer's
+        splits)."""
+        mean, std = mean_std(self.seed_top1 if which == 1 else self.seed_top5, "seed")
+        return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
 def _wrong(post: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

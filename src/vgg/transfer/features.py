@@ -640,11 +640,15 @@ def _extract(job: _Job, index: Any, store: ShardStore | None,
         raise VggError(f"{bad} descriptors are not finite: the net's weights or inputs are "
                        f"broken ({', '.join(n.name for n in nets)})")
     meta = {"nets": [n.name for n in nets], "configs": [n.model.config.name for n in nets],
+            "weights": [weights_identity(n.model) for n in nets],  # what check_pair compares
             "layer": layer, "scales": qs, "combine": run.combine, "flip": run.flip,
             "precision": prec.name, "dense_stride": stride_label(job.strides),
             "key": job.digest, "settings": job.key,
             "dims": dims, "multi_label": index.multilabels is not None,
             "data": str(getattr(index, "root", "") or ""),
+            # the dataset folder (a split's own folder, DIR/val, belongs to DIR)
+            "dataset": str(getattr(index, "meta", {}).get("data_dir") or
+                           getattr(index, "root", "") or ""),
             "split": getattr(index, "meta", {}).get("split", ""),
             "class_names": index.display_names() if hasattr(index, "display_names") else None}
     out = Features(X=X, ids=[ids[i] for i in keep], targets=targets[keep],

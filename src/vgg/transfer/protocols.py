@@ -1,4 +1,5 @@
-"""The protocols of Appendix B (Tables 11 and 12) on fixed descriptors.
+"""The protocols of Appendix B (Table 11, and object boxes) on fixed descriptors;
+Table 12's action classification is :mod:`.actions`.
 
 - VOC-2007 / VOC-2012 (:func:`run_voc`): SVMs trained on trainval, tested on test (on val,
   trained on train, when the test images have no annotations, as for VOC-2012); per-class
@@ -7,8 +8,10 @@
 - Caltech-101 / 256 and any class-folder tree (:func:`run_splits`): N seeded random splits
   of ``train_per_class`` training and up to ``test_per_class`` test images per class;
   mean class recall, mean and standard deviation over the splits.
-- Box-level classification (:func:`run_boxes`, Table 12): every labelled box is a sample;
-  the descriptor of the whole image alone, and stacked with the descriptor of the box.
+- Object-box classification (:func:`run_boxes`): every labelled object box is a sample,
+  classified into the object classes from the descriptor of the whole image alone and
+  stacked with the descriptor of the box. Table 12's setting applied to objects, not
+  Table 12 itself (VOC-2012 actions: ``--protocol actions``, :mod:`.actions`).
 - Saved features (:func:`run_saved`): any of these from ``vgg features`` files.
 
 Every result also holds the same pipeline on randomly initialised nets of the same
@@ -35,7 +38,7 @@ from .svm import C_GRID, describe, train_svms
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("voc", "caltech", "classes", "boxes")
+PROTOCOLS = ("voc", "caltech", "classes", "boxes", "actions")
 AP_NAMES = {"voc07_11point": "mAP (VOC-2007 11-point)", "area": "mAP (VOC-2010+ area)"}
 RECALL = "mean class recall"
 # Caltech's counts per class (Appendix B): 30 train / 50 test (101), 60 train (256)
@@ -46,7 +49,10 @@ CALTECH_TEST = 50
 @dataclass
 class Outcome:
     """One line of Table 11: features (``label``: trained or random nets, image or image +
-    box) scored by one metric; ``values`` per split, ``value`` their mean, ``std``."""
+    box) scored by one metric; ``values`` per split, ``value`` their mean, ``std`` their
+    sample standard deviation (:func:`vgg.eval.metrics.mean_std`: ddof=1, the project's
+    one convention). Several values of which one is not finite are refused: a split that
+    scored nothing is an error, never a narrower spread."""
 
     label: str
     nets: list[str]
@@ -61,14 +67,23 @@ class Outcome:
     precision: str = "fp32"  # of the nets that made the descriptors
     dense_stride: int | str | None = None  # their output stride (SPEC 6b)
 
+    def __post_init__(self) -> None:
+        if len(self.values) > 1:
+            try:
+                metrics.mean_std(self.values)
+            except ValueError as e:
+                raise DataError(f"{self.label}, {self.metric}: {e}") from None
+
     @property
     def value(self) -> float:
-        v = [x for x in self.values if math.isfinite(x)]
-        return float(np.mean(v)) if v else float("nan")
+        """The mean over splits (one value: itself, NaN when nothing was scored)."""
+        if len(self.values) == 1:
+            return float(self.values[0])
+        return metrics.mean_std(self.values)[0]
 
     @property
     def std(self) -> float | None:
-        return float(np.std(self.values)) if len(self.values) > 1 else None
+        return metrics.mean_std(self.values)[1] if len(self.values) > 1 else None
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "nets": self.nets, "scales": self.scales,
@@ -165,15 +180,17 @@ def _curves(scores: np.ndarray, test: Features) -> dict[str, tuple[list[float], 
 
 def score_ap(train: Features, test: Features, label: str, seed: int = 0,
              C_grid: Sequence[float] = C_GRID, jobs: int | None = None,
-             ap_kind: str = "voc07_11point", solver: str = "torch") -> list[Outcome]:
-    """SVMs on ``train``, AP per class on ``test``: one outcome per AP kind (11-point,
-    then area); the C is chosen by held-out mAP of ``ap_kind``."""
+             ap_kind: str = "voc07_11point", solver: str = "torch",
+             kinds: Sequence[str] = ("voc07_11point", "area")) -> list[Outcome]:
+    """SVMs on ``train``, AP per class on ``test``: one outcome per AP kind of ``kinds``
+    (11-point, then area); the C is chosen by held-out mAP of ``ap_kind``; the first kind
+    carries the precision-recall curves."""
     _same_classes(train, test)
     svm = train_svms(train.X, train.targets, train.ignore, multi_label=True, C_grid=C_grid,
                      seed=seed, jobs=jobs, ap_kind=ap_kind, solver=solver)
     scores = svm.scores(test.X)
     out = []
-    for kind in ("voc07_11point", "area"):
+    for kind in kinds:
         ap = metrics.class_average_precisions(scores, test.targets, test.ignore, kind)
         scored = np.isfinite(ap)
         per = {c: float(a) for c, a in zip(test.classes, ap) if math.isfinite(a)}
@@ -182,7 +199,7 @@ def score_ap(train: Features, test: Features, label: str, seed: int = 0,
                            details=[{**describe(svm), "n_train": len(train),
                                      "n_test": len(test),
                                      "classes_scored": int(scored.sum())}],
-                           curves=_curves(scores, test) if kind == "voc07_11point" else None,
+                           curves=_curves(scores, test) if kind == kinds[0] else None,
                            **_settings(train)))
     return out
 
@@ -199,6 +216,34 @@ def score_recall(train: Features, test: Features, seed: int = 0,
     r = metrics.class_recalls(scores, test.labels)
     return metrics.mean_class_recall(scores, test.labels), r, {
         **describe(svm), "n_train": len(train), "n_test": len(test)}
+
+
+# the settings two features files must share to be trained on and tested on together
+SETTINGS = ("configs", "layer", "scales", "combine", "flip", "precision", "dims",
+            "dense_stride", "dataset")
+
+
+def check_pair(train: Features, test: Features, train_name: str = "the training file",
+               test_name: str = "the test file") -> None:
+    """Refuse test features made otherwise than the training ones: another net (the
+    weights' digest, or the net's name for files without one), layer, scales,
+    combination, mirror, precision, dataset; or holding training images. Names every
+    differing setting with both values."""
+    a, b = train.meta, test.meta
+    keys = [k for k in SETTINGS if k in a and k in b]
+    keys.insert(0, "weights" if "weights" in a and "weights" in b else "nets")
+    diff = [k for k in keys if a.get(k) != b.get(k)]
+    if diff:
+        what = "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in diff)
+        raise DataError(f"{test_name} was not made like {train_name} (differing "
+                        f"{', '.join(diff)}: {what}): extract both with the same nets and "
+                        f"settings")
+    if a.get("data") == b.get("data"):  # ids are relative to this root
+        both = set(train.ids) & set(test.ids)
+        if both:
+            raise DataError(f"{len(both)} of the {len(test)} images of {test_name} are "
+                            f"training images of {train_name} (e.g. {sorted(both)[0]}): "
+                            f"give features of another split")
 
 
 def _same_classes(train: Features, test: Features) -> None:
@@ -296,6 +341,10 @@ def score_splits(feats: Features, splits: list[tuple[np.ndarray, np.ndarray]], l
     for s, (tr, te) in enumerate(splits):
         v, r, d = score_recall(feats.subset(tr), feats.subset(te), seed + s, C_grid, jobs,
                                solver)
+        if not math.isfinite(v):
+            raise DataError(f"{label}: split {s + 1} of {len(splits)} gave no mean class "
+                            f"recall ({len(te)} test rows, none of a class): refusing to "
+                            f"average the other splits as if it had not run")
         values.append(v)
         recalls.append(r)
         details.append({"split": s, "value": v, **d})
@@ -453,6 +502,7 @@ def run_saved(train: Features, test: Features | None = None, *, train_per_class:
     test on ``test``; or, with one file, random splits of it (single-label)."""
     name = Path(str(train.meta.get("data", "") or "features")).name
     if test is not None:
+        check_pair(train, test, train_name, test_name)
         if train.multi_label or test.multi_label:
             outs = score_ap(train, test, "given", seed, C_grid, jobs, solver=solver)
         else:
@@ -523,9 +573,10 @@ def _box_splits(data_dir: Path) -> tuple[Any, Any, list[str]]:
 def run_boxes(nets: Sequence[FeatureNet], data_dir: str | Path, opts: ExtractOptions, *,
               baseline: bool = True, seed: int = 0, C_grid: Sequence[float] = C_GRID,
               jobs: int | None = None, solver: str = "torch") -> TransferReport:
-    """Table 12's setting: classify labelled boxes from the whole image's descriptor alone
-    ("image only") and from it stacked with the box's descriptor ("image + box"); mAP over
-    the classes of the boxes."""
+    """Object boxes (Table 12's setting applied to the object classes, not Table 12:
+    that is :func:`.actions.run_actions`): classify labelled boxes into their classes from
+    the whole image's descriptor alone ("image only") and from it stacked with the box's
+    descriptor ("image + box"); mAP over the classes of the boxes."""
     data_dir = Path(data_dir)
     train_idx, test_idx, notes = _box_splits(data_dir)
     name = dataset_name(data_dir)
