@@ -110,8 +110,8 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
     if device.type == "cuda":  # as the trainer does
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(param_groups(model, 5e-4, False), lr=1e-3, momentum=0.9)
-    step = TrainStep(cfg, model, ClassificationTask(cfg), opt, grad_scaler(amp),  # type: ignore[arg-type]
-                     stats=ColourStats.imagenet(), dist=DistInfo(), device=device,
+    step = TrainStep(cfg, model, ClassificationTask(cfg), opt,  # type: ignore[arg-type]
+                     grad_scaler(amp), stats=ColourStats.imagenet(), dist=DistInfo(), device=device,
                      run_dir=Path("."), amp=amp)
     g = torch.Generator().manual_seed(0)
     crop = net["crop"]

@@ -81,7 +81,7 @@ def test_bf16_autocast_runs_bf16_convolutions_over_fp32_weights() -> None:
     batch = {"images": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g),
              "labels": torch.tensor([0, 1, 2, 0]), "alphas": torch.randn(4, 3, generator=g),
              "n_bad": 0}
-    loss, right, counted, n, bad = step(batch, Position())
+    loss, _, counted, n, _ = step(batch, Position())
     for h in hooks:
         h.remove()
     assert len(seen) == 8 + 3 and set(seen.values()) == {torch.bfloat16}

@@ -303,10 +303,6 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
             "history": result.history}
 
 
-def _precision_name(amp: str) -> str:
-    return "fp32" if amp == "none" else f"{amp} mixed precision"
-
-
 def load_classes(path: Path) -> list[str]:
     from .weights import open_weights as load_checkpoint
 
@@ -343,6 +339,7 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
                data: Path, curves: Path, history: list[dict[str, Any]], chance: float,
                scales: list[int], loc_history: list[dict[str, Any]]) -> str:
     from . import __version__
+    from .train.step import amp_name
 
     example = next((data / "val").glob("*/*.jpg"), data / "val")
     rel_curves = curves.relative_to(cfg.out) if curves.is_relative_to(cfg.out) else curves
@@ -416,7 +413,7 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
         f"| mode | {'quick' if cfg.quick else 'full'} |",
         f"| seed | {cfg.seed} |",
         f"| amp | {cfg.amp}: trained in "
-        f"{_precision_name(history[-1].get('amp', 'none') if history else 'none')} |",
+        f"{amp_name(history[-1].get('amp', 'none') if history else 'none')} |",
         "",
         "Recipe (Sect. 3.1): SGD with momentum 0.9, weight decay 5e-4, dropout 0.5 on "
         "FC1/FC2, per-image scale jittering S ~ U[Smin, Smax], random crop and flip, PCA "

@@ -39,8 +39,8 @@ from .checkpoint import (BEST, LAST, Position, check_writable, estimate_checkpoi
 from .config import TrainConfig, check_resume, save_yaml
 from .run_folder import RunFolder, StopFlag, Writers
 from .schedule import LrSchedule
-from .step import (TrainingDiverged, TrainStep, amp_dtype, grad_scaler, resolve_amp,
-                   step_seed)
+from .step import (TrainingDiverged, TrainStep, amp_dtype, amp_name, grad_scaler,
+                   resolve_amp, step_seed)
 from .task import Task, TaskContext
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Trainer:
         self.dist = D.init_distributed(device_type)
         self.device = pick_device(cfg.device, self.dist.local_rank)
         self.main = self.dist.is_main
-        amp_dtype(cfg.amp, self.device)  # refused (fp16 without CUDA) before the folder is claimed
+        amp_dtype(cfg.amp, self.device)  # fp16 without CUDA: refused before the folder is claimed
         self.folder = RunFolder(self.run_dir)
         from ..data.loaders import BadImages
 
@@ -152,14 +152,14 @@ class Trainer:
             if self.main:
                 log.warning("--amp auto: %s would train in %s here (%s), but %s was trained "
                             "in %s: continuing in %s so that the resume stays exact",
-                            self.device.type, _amp_name(amp), why, cfg.resume,
-                            _amp_name(recorded), _amp_name(recorded))
+                            self.device.type, amp_name(amp), why, cfg.resume,
+                            amp_name(recorded), amp_name(recorded))
             return str(recorded)
         if amp == "bf16" and self.device.type == "cpu" and not native_bf16(self.device):
             log.warning("--amp bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); it "
                         "runs emulated, slower than fp32 (--amp auto picks fp32 here)")
         if self.main:
-            log.info("training in %s (--amp %s%s)", _amp_name(amp), cfg.amp,
+            log.info("training in %s (--amp %s%s)", amp_name(amp), cfg.amp,
                      "" if cfg.amp != "auto" else f": {why}")
         return amp
 
@@ -432,10 +432,6 @@ class Trainer:
             self.best_err = err
         D.barrier(self.dist)
         return rec
-
-
-def _amp_name(amp: str) -> str:
-    return "fp32" if amp == "none" else f"{amp} mixed precision"
 
 
 def train_task(cfg: TrainConfig, task: Task, progress: bool = True,

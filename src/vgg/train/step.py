@@ -57,6 +57,11 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return AMP_DTYPES[amp]
 
 
+def amp_name(amp: str) -> str:
+    """How a resolved ``--amp`` reads in logs and reports: "fp32" or "bf16 mixed precision"."""
+    return "fp32" if amp == "none" else f"{amp} mixed precision"
+
+
 def cpu_bf16_pays(shape: NetShape) -> bool:
     """Whether bf16 training measured faster than fp32 on a native-bf16 CPU for a net of
     this shape (``benchmarks/bench_train.py``, docs/benchmarks.md): RULE_PLACEHOLDER"""
