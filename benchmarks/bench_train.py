@@ -1,20 +1,35 @@
-"""Training-step throughput and peak memory: this package's net A (vgg11) against the same
-loop around torchvision's VGG built to identical shapes, on CPU, in one run.
+"""Training-step throughput, fp32 against bf16 mixed precision: ``vgg train``'s own step
+(:class:`vgg.train.step.TrainStep`) against the same step around torchvision's VGG built to
+identical shapes, for three nets, in one run.
 
-torchvision's ``vgg11`` has no width multiplier, so the baseline is
-``torchvision.models.VGG(make_layers(<A with scaled channels>))`` with the classifier
-replaced by the same FC sizes; at crop 224 its adaptive average pool is the identity
-(7x7 -> 7x7), so both nets compute the same function shapes. Each variant runs in its own
-subprocess (clean peak RSS), alternating, ``--repeats`` times; the best rate is reported.
+Nets (``--nets``):
 
-    python benchmarks/bench_train.py [--width 0.125 --fc-width 512 --batch 32 --steps 6]
-    python benchmarks/bench_train.py --write-docs   # update docs/benchmarks.md
+- ``demo``: the demo's net, A-BN, width 1/4, FC 1024, crop 32, 10 classes;
+- ``crop64``: the Caltech-10 photo net of docs/precision.md, A-BN, width 1/4, FC 512,
+  crop 64, 10 classes;
+- ``vgg16``: full-size VGG-16 (D), crop 224, 1000 classes; its baseline is
+  ``torchvision.models.vgg16()`` itself.
+
+Variants: vgg and torchvision, each in fp32 and under bf16 autocast (``--amp bf16``:
+weights, optimizer state, loss and BN statistics fp32), both channels-last (NHWC: vgg's
+default; torchvision's net and input converted, its faster CPU format), and vgg's step
+under ``torch.compile`` (``--compile``; the compile time is reported apart). Every
+variant runs the same step: uint8 batch -> PCA colour shift and mean subtraction on the
+device -> net -> cross-entropy in fp32 -> SGD with momentum. Each variant runs in its own
+process (clean peak RSS), all variants of a net alternate, ``--repeats`` times; inside a
+process the best of ``--chunks`` timed chunks counts, and the best process. GFLOP/s =
+images/s x 3 x 2 x the net's forward multiply-adds (backward ~ twice the forward), and
+"% of matmul" divides it by ``torch.mm``'s 2048^3 rate in the same precision, measured
+in the same run.
+
+    python benchmarks/bench_train.py [--nets demo,crop64,vgg16] [--batch 32] [--write-docs]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import resource
@@ -22,127 +37,282 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
+NETS: dict[str, dict[str, Any]] = {
+    "demo": dict(arch="A", batch_norm=True, width=0.25, fc_width=1024, crop=32, classes=10,
+                 steps=40, warmup=5),
+    "crop64": dict(arch="A", batch_norm=True, width=0.25, fc_width=512, crop=64, classes=10,
+                   steps=12, warmup=3),
+    "vgg16": dict(arch="D", batch_norm=False, width=1.0, fc_width=4096, crop=224,
+                  classes=1000, steps=1, warmup=1),
+}
+LABELS = {
+    "demo": "demo net: A-BN, width 1/4, FC 1024, crop 32, 10 classes",
+    "crop64": "Caltech-10 photo net: A-BN, width 1/4, FC 512, crop 64, 10 classes",
+    "vgg16": "VGG-16 (D), crop 224, 1000 classes",
+}
 
-def run_variant(variant: str, width: float, fc_width: int, crop: int, batch: int,
-                steps: int, warmup: int, threads: int) -> dict[str, float]:
-    import torch
-    from torch import nn
 
-    from vgg.data.transforms import ColourStats, DeviceAugment
+def torchvision_net(net: dict[str, Any]) -> Any:
+    """torchvision's VGG with the same layers as ``vgg.model.build`` for ``net``."""
+    import torchvision
+    from torchvision.models.vgg import VGG, cfgs, make_layers
+
+    if net["arch"] == "D" and net["width"] == 1.0 and net["crop"] == 224 and \
+            net["fc_width"] == 4096 and not net["batch_norm"]:
+        return torchvision.models.vgg16(weights=None, num_classes=net["classes"])
+    layers = [v if v == "M" else max(1, int(round(v * net["width"])))
+              for v in cfgs[net["arch"]]]
+    tv = VGG(make_layers(layers, batch_norm=net["batch_norm"]), num_classes=net["classes"],
+             init_weights=True)
+    k = net["crop"] // 32
+    tv.avgpool = nn.Identity()  # vgg's FC1 sees the k x k map of pool5 as it is
+    fc = net["fc_width"]
+    tv.classifier = nn.Sequential(
+        nn.Linear(layers[-2] * k * k, fc), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(fc, fc), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(fc, net["classes"]))
+    return tv
+
+
+def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool, batch: int,
+                 steps: int, warmup: int, chunks: int,
+                 device: torch.device | str = "cpu") -> dict[str, float]:
+    """``vgg train``'s step (``impl`` "vgg") or the same step around torchvision's net
+    (``impl`` "torchvision", channels-last) on ``device``, in ``precision`` fp32 or bf16
+    (autocast), optionally under ``torch.compile``: images/s of the best of ``chunks``
+    timed chunks of ``steps`` steps, and the time of the ``warmup`` steps before them
+    (for a compiled step: the compile)."""
+    from vgg.data.transforms import ColourStats
     from vgg.model import build
     from vgg.preprocess import Preprocess
     from vgg.train.build import param_groups
+    from vgg.train.checkpoint import Position
+    from vgg.train.config import TrainConfig
+    from vgg.train.distributed import DistInfo
+    from vgg.train.step import TrainStep, grad_scaler
     from vgg.train.task import ClassificationTask
 
-    torch.set_num_threads(threads)
+    device = torch.device(device)
     torch.manual_seed(0)
-    if variant == "vgg":
-        net: nn.Module = build("A", width=width, fc_width=fc_width, crop=crop, num_classes=1000)
-    else:
-        from torchvision.models.vgg import VGG, cfgs, make_layers
-
-        layers = [v if v == "M" else max(1, int(round(v * width))) for v in cfgs["A"]]
-        net = VGG(make_layers(layers), num_classes=1000, init_weights=True)
-        c5, k = layers[-2], crop // 32
-        net.classifier = nn.Sequential(
-            nn.Linear(c5 * 7 * 7, fc_width), nn.ReLU(True), nn.Dropout(0.5),
-            nn.Linear(fc_width, fc_width), nn.ReLU(True), nn.Dropout(0.5),
-            nn.Linear(fc_width, 1000))
-        assert k == 7, "the torchvision baseline needs crop 224 (7x7 before the FC layers)"
-    net.train()
-    opt = torch.optim.SGD(param_groups(net, 5e-4, False), lr=1e-2, momentum=0.9)
-    augment = DeviceAugment(Preprocess.paper(), ColourStats.imagenet())
+    shape = {k: net[k] for k in ("arch", "batch_norm", "width", "fc_width", "crop")}
+    amp = "bf16" if precision == "bf16" else "none"
+    cfg = TrainConfig(data="unused", **shape, batch=batch, amp=amp, compile=compiled,
+                      device=device.type)
+    model = (build(**shape, num_classes=net["classes"]) if impl == "vgg" else
+             ChannelsLast(torchvision_net(net), Preprocess.paper()))
+    model.to(device).train()
+    if device.type == "cuda":  # as the trainer does
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(param_groups(model, 5e-4, False), lr=1e-3, momentum=0.9)
+    step = TrainStep(cfg, model, ClassificationTask(cfg), opt,  # type: ignore[arg-type]
+                     grad_scaler(amp), stats=ColourStats.imagenet(), dist=DistInfo(), device=device,
+                     run_dir=Path("."), amp=amp)
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 1000, (batch,), generator=g)
-    alphas = torch.randn(batch, 3, generator=g) * 0.1
-
-    def step() -> None:
-        x = augment(images, alphas)
-        loss = ClassificationTask.loss(None, net(x), {"labels": labels})[0] / batch  # type: ignore[arg-type]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
+    crop = net["crop"]
+    data = {"images": torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8,
+                                    generator=g),
+            "labels": torch.randint(0, net["classes"], (batch,), generator=g),
+            "alphas": torch.randn(batch, 3, generator=g) * 0.1, "n_bad": 0}
     t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = time.perf_counter() - t
+    for _ in range(warmup):  # every step ends in a host sync (its loss), so no timing gap
+        step(data, Position())
+    warm_s = time.perf_counter() - t
+    best = 0.0
+    for _ in range(chunks):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(data, Position())
+        best = max(best, batch * steps / (time.perf_counter() - t))
+    return {"img_per_s": best, "warmup_s": warm_s}
+
+
+def run_variant(net_name: str, impl: str, precision: str, compiled: bool, batch: int,
+                steps: int, warmup: int, chunks: int, threads: int) -> dict[str, float]:
+    """One variant in this process, on the CPU, with its peak RSS."""
+    torch.set_num_threads(threads)
+    res = measure_step(NETS[net_name], impl, precision, compiled, batch, steps, warmup,
+                       chunks)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"img_per_s": batch * steps / dt, "peak_rss_mib": peak_kb / 1024}
+    return res | {"peak_rss_mib": peak_kb / 1024}
+
+
+class ChannelsLast(nn.Module):
+    """torchvision's net with channels-last weights and input (vgg's CPU layout) and the
+    ``preprocess`` the training step applies to uint8 batches."""
+
+    def __init__(self, net: nn.Module, preprocess: Any) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)
+        self.preprocess = preprocess
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+
+def matmul_rate(precision: str, threads: int, n: int = 2048, reps: int = 5,
+                rounds: int = 3) -> dict[str, float]:
+    """GFLOP/s of ``torch.mm`` on two n x n matrices, best of ``rounds``."""
+    torch.set_num_threads(threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        best = max(best, 2 * n**3 * reps / 1e9 / (time.perf_counter() - t))
+    return {"gflops": best}
+
+
+def forward_macs(net_name: str) -> int:
+    from vgg.model import VGGConfig
+    from vgg.summary import total_macs
+
+    net = NETS[net_name]
+    return total_macs(VGGConfig(arch=net["arch"], batch_norm=net["batch_norm"],
+                                width=net["width"], fc_width=net["fc_width"],
+                                crop=net["crop"], num_classes=net["classes"]))
+
+
+def variants(nets: list[str], compiled: list[str]) -> list[tuple[str, str, str, bool]]:
+    out = []
+    for n in nets:
+        for impl in ("vgg", "torchvision"):
+            for prec in ("fp32", "bf16"):
+                out.append((n, impl, prec, False))
+        if n in compiled:
+            out += [(n, "vgg", "fp32", True), (n, "vgg", "bf16", True)]
+    return out
+
+
+def label(impl: str, prec: str, compiled: bool) -> str:
+    name = "vgg `TrainStep`" if impl == "vgg" else "torchvision VGG, channels-last"
+    amp = "fp32" if prec == "fp32" else "bf16 autocast"
+    return f"{name}, {amp}" + (", `torch.compile`" if compiled else "")
+
+
+def _sub(args: list[str]) -> dict[str, float]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
+                         text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--width", type=float, default=0.125)
-    p.add_argument("--fc-width", type=int, default=512)
-    p.add_argument("--crop", type=int, default=224)
+    p.add_argument("--nets", default="demo,crop64,vgg16",
+                   help="comma-separated: " + ", ".join(NETS))
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--compile", default="demo,crop64",
+                   help="nets whose vgg step is also measured under torch.compile ('' = none)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunks", type=int, default=3, help="timed chunks per process")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--variant", choices=("vgg", "torchvision"), help=argparse.SUPPRESS)
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--matmul", help=argparse.SUPPRESS)
     a = p.parse_args()
-    shape = dict(width=a.width, fc_width=a.fc_width, crop=a.crop, batch=a.batch,
-                 steps=a.steps, warmup=a.warmup, threads=a.threads)
     if a.variant:
-        print(json.dumps(run_variant(a.variant, **shape)))
+        n, impl, prec, comp = a.variant.split(":")
+        net = NETS[n]
+        print(json.dumps(run_variant(n, impl, prec, comp == "1", a.batch, net["steps"],
+                                     net["warmup"], a.chunks, a.threads)))
         return 0
-    results: dict[str, list[dict[str, float]]] = {"vgg": [], "torchvision": []}
-    for _ in range(a.repeats):
-        for v in ("vgg", "torchvision"):
-            cmd = [sys.executable, __file__, "--variant", v] + [
-                f"--{k.replace('_', '-')}={val}" for k, val in shape.items()]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results[v].append(json.loads(out.strip().splitlines()[-1]))
-    best = {v: max(r["img_per_s"] for r in rs) for v, rs in results.items()}
-    mem = {v: max(r["peak_rss_mib"] for r in rs) for v, rs in results.items()}
-    ratio = best["vgg"] / best["torchvision"]
-    cmd = ("python benchmarks/bench_train.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in shape.items()) + f" --repeats {a.repeats}")
-    import torch
-
-    table = "\n".join([
-        f"Net A (vgg11) at width {a.width:g} (conv channels "
-        f"{max(1, round(64 * a.width))}..{max(1, round(512 * a.width))}), FC {a.fc_width}, "
-        f"1000 classes, crop {a.crop}, batch {a.batch}, fp32, {a.threads} threads, "
-        f"SGD momentum step with the PCA colour shift and mean subtraction on the device. "
-        f"Best of {a.repeats} alternating runs of {a.steps} steps after {a.warmup} warm-up "
-        f"steps, each variant in its own process (peak RSS of that process).",
-        "",
-        "| step | images/s | peak RSS (MiB) |",
-        "|---|---|---|",
-        f"| vgg (`vgg.model.build('A')`) | {best['vgg']:.1f} | {mem['vgg']:.0f} |",
-        f"| torchvision `VGG(make_layers(...))`, same shapes | {best['torchvision']:.1f} | "
-        f"{mem['torchvision']:.0f} |",
-        "",
-        f"Ratio vgg / torchvision: **{ratio:.3f}** (the same function; >= ~0.97 is parity "
-        f"within run-to-run noise). The difference is the memory format: `vgg.build` keeps "
-        f"weights and activations channels-last (NHWC), whose CPU convolutions (forward "
-        f"and backward) are faster than torchvision's default NCHW. "
-        f"{platform.machine()}, torch {torch.__version__}.",
-        "",
-        f"Command: `{cmd}`",
-    ])
-    print(table)
+    if a.matmul:
+        print(json.dumps(matmul_rate(a.matmul, a.threads)))
+        return 0
+    nets = [n for n in a.nets.split(",") if n]
+    compiled = [n for n in a.compile.split(",") if n]
+    bad = [n for n in nets + compiled if n not in NETS]
+    if bad:
+        p.error(f"unknown net(s) {bad}; known: {', '.join(NETS)}")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    todo = variants(nets, compiled)
+    results: dict[tuple[str, str, str, bool], list[dict[str, float]]] = {v: [] for v in todo}
+    mm: dict[str, float] = {"fp32": 0.0, "bf16": 0.0}
+    common = [f"--batch={a.batch}", f"--chunks={a.chunks}", f"--threads={a.threads}"]
+    for r in range(a.repeats):
+        for prec in mm:
+            mm[prec] = max(mm[prec], _sub([f"--matmul={prec}", *common])["gflops"])
+        for v in todo:
+            n, impl, prec, comp = v
+            res = _sub([f"--variant={n}:{impl}:{prec}:{int(comp)}", *common])
+            results[v].append(res)
+            print(f"round {r + 1}: {n} {label(impl, prec, comp)}: "
+                  f"{res['img_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - t0
+    load1 = os.getloadavg()[0]
+    best = {v: max(x["img_per_s"] for x in rs) for v, rs in results.items()}
+    text = report(a, nets, todo, results, best, mm, elapsed, load0, load1)
+    print(text)
     if a.write_docs:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text() if doc.is_file() else "# Benchmarks\n\n## Training step\n\n" \
-            "<!-- train:begin -->\n<!-- train:end -->\n"
-        if "<!-- train:begin -->" not in text:
-            text += "\n## Training step\n\n<!-- train:begin -->\n<!-- train:end -->\n"
-        text = re.sub(r"<!-- train:begin -->.*?<!-- train:end -->",
-                      lambda m: f"<!-- train:begin -->\n{table}\n<!-- train:end -->", text,
-                      flags=re.S)
-        doc.write_text(text)
+        write_docs(text)
     return 0
+
+
+def report(a: argparse.Namespace, nets: list[str], todo: list[tuple[str, str, str, bool]],
+           results: dict[tuple[str, str, str, bool], list[dict[str, float]]],
+           best: dict[tuple[str, str, str, bool], float], mm: dict[str, float],
+           elapsed: float, load0: float, load1: float) -> str:
+    import torchvision
+
+    from vgg.precision import cpu_native_bf16
+
+    cmd = (f"python benchmarks/bench_train.py --nets {a.nets} --batch {a.batch} "
+           f"--compile '{a.compile}' --repeats {a.repeats} --chunks {a.chunks} "
+           f"--threads {a.threads}")
+    lines = [
+        f"Command: `{cmd}` ({platform.machine()}, {a.threads} threads, torch "
+        f"{torch.__version__}, torchvision {torchvision.__version__}, native bf16: "
+        f"{'yes' if cpu_native_bf16() else 'no'}; {elapsed / 60:.0f} min; 1-minute load "
+        f"average {load0:.1f} before, {load1:.1f} after, on {os.cpu_count()} cores).",
+        "",
+        f"Batch {a.batch}; best of {a.repeats} alternating processes per variant, each the "
+        f"best of {a.chunks} timed chunks after warm-up steps. `torch.mm` 2048^3: "
+        f"{mm['fp32']:.0f} GFLOP/s fp32, {mm['bf16']:.0f} GFLOP/s bf16 "
+        f"({mm['bf16'] / mm['fp32']:.2f}x).",
+        "",
+        "| net | step | images/s | GFLOP/s | % of matmul | vs vgg fp32 | vs torchvision, "
+        "same precision | peak RSS (MiB) | warm-up (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in nets:
+        flop = 6 * forward_macs(n) / 1e9
+        base = best[(n, "vgg", "fp32", False)]
+        for v in [v for v in todo if v[0] == n]:
+            _, impl, prec, comp = v
+            rate = best[v]
+            tv = best[(n, "torchvision", prec, False)]
+            vs_tv = f"{rate / tv:.2f}x" if impl == "vgg" else "-"
+            mem = max(x["peak_rss_mib"] for x in results[v])
+            warm = min(x["warmup_s"] for x in results[v])
+            lines.append(f"| {n} | {label(impl, prec, comp)} | {rate:.1f} | "
+                         f"{rate * flop:.0f} | {100 * rate * flop / mm[prec]:.0f}% | "
+                         f"{rate / base:.2f}x | {vs_tv} | {mem:.0f} | {warm:.1f} |")
+    lines += ["", "Nets: " + "; ".join(f"`{n}` = {LABELS[n]} "
+                                        f"({2 * forward_macs(n) / 1e9:.3g} GFLOP forward "
+                                        f"per image)" for n in nets) + "."]
+    return "\n".join(lines)
+
+
+def write_docs(table: str) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text()
+    if "<!-- train:begin -->" not in text:
+        text += "\n## Training step\n\n<!-- train:begin -->\n<!-- train:end -->\n"
+    text = re.sub(r"<!-- train:begin -->.*?<!-- train:end -->",
+                  lambda m: f"<!-- train:begin -->\n{table}\n<!-- train:end -->", text,
+                  flags=re.S)
+    doc.write_text(text)
 
 
 if __name__ == "__main__":

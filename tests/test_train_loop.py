@@ -384,8 +384,8 @@ def test_shard_gives_every_image_to_exactly_one_rank() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only messages")
 def test_cuda_only_settings_fail_clearly_on_cpu(data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs a CUDA device"):
-        train(tiny(data, tmp_path / "a", device="cpu", amp="bf16"))
+    with pytest.raises(ConfigError, match="--amp fp16 needs a CUDA device"):
+        train(tiny(data, tmp_path / "a", device="cpu", amp="fp16"))
     with pytest.raises(ConfigError, match="no CUDA device"):
         train(tiny(data, tmp_path / "b", device="cuda"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

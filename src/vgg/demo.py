@@ -88,12 +88,18 @@ def make_plan(quick: bool, device: torch.device) -> DemoPlan:
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """``amp``: the precision of both training runs (``--amp`` of ``vgg train``; auto =
+    bf16 where the hardware runs it natively and it measured faster at the net's size);
+    ``plan``: the sizes (None: :func:`make_plan` for the device and ``quick``)."""
+
     out: Path = Path("vgg-demo")
     quick: bool = False
     device: str = "auto"
     seed: int = 0
     workers: int | None = None
     progress: bool = True
+    amp: str = "auto"
+    plan: DemoPlan | None = None
 
 
 @dataclass
@@ -128,8 +134,8 @@ def shapes_dataset(plan: DemoPlan, root: Path, seed: int) -> tuple[Path, bool]:
 
 def train_config(plan: DemoPlan, data: Path, out: Path, device: torch.device,
                  **kw: Any) -> Any:
-    """The :class:`vgg.train.TrainConfig` that trains the plan's net on ``data``;
-    ``kw`` sets the other fields (seed, workers, progress, ...)."""
+    """The :class:`vgg.train.TrainConfig` that trains the plan's net on ``data`` (in
+    ``--amp auto``); ``kw`` sets the other fields (seed, workers, amp, progress, ...)."""
     from .train import TrainConfig
 
     fields: dict[str, Any] = dict(
@@ -137,8 +143,7 @@ def train_config(plan: DemoPlan, data: Path, out: Path, device: torch.device,
         width=plan.width, fc_width=plan.fc_width, crop=plan.crop, scale=plan.scale,
         epochs=plan.epochs, batch=plan.batch, lr=plan.lr, init=plan.init,
         patience=plan.patience, schedule=plan.schedule, warmup=plan.warmup,
-        device=device.type,
-        amp="bf16" if device.type == "cuda" else "none")
+        device=device.type, amp="auto")
     return TrainConfig(**{**fields, **kw})
 
 
@@ -176,7 +181,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from .train import train
 
     device = pick_device(cfg.device)
-    plan = make_plan(cfg.quick, device)
+    plan = cfg.plan or make_plan(cfg.quick, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -195,7 +200,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
              plan.crop, *plan.scale, device.type)
     run_dir = out / "run"
     tcfg = train_config(plan, data, run_dir, device, workers=cfg.workers, seed=cfg.seed,
-                        progress=cfg.progress, tensorboard=False, plot=True, overwrite=True)
+                        amp=cfg.amp, progress=cfg.progress, tensorboard=False, plot=True,
+                        overwrite=True)
     result = train(tcfg)
     timings["training"] = time.perf_counter() - t0
     ckpt = result.best_path or result.last_path
@@ -276,7 +282,7 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
         "schedule": plan.schedule,
         "workers": cfg.workers, "seed": cfg.seed, "progress": cfg.progress,
         "tensorboard": False, "plot": True, "overwrite": True, "device": device.type,
-        "amp": "bf16" if device.type == "cuda" else "none"})
+        "amp": cfg.amp})
     result = train(lcfg)
     loc_ckpt = result.best_path or result.last_path
     classes = load_classes(loc_ckpt)
@@ -340,6 +346,7 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
                data: Path, curves: Path, history: list[dict[str, Any]], chance: float,
                scales: list[int], loc_history: list[dict[str, Any]], stride: int) -> str:
     from . import __version__
+    from .train.step import amp_name
 
     example = next((data / "val").glob("*/*.jpg"), data / "val")
     rel_curves = curves.relative_to(cfg.out) if curves.is_relative_to(cfg.out) else curves
@@ -418,6 +425,8 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
     lines += [
         f"| mode | {'quick' if cfg.quick else 'full'} |",
         f"| seed | {cfg.seed} |",
+        f"| amp | {cfg.amp}: trained in "
+        f"{amp_name(history[-1].get('amp', 'none') if history else 'none')} |",
         "",
         "Recipe (Sect. 3.1): SGD with momentum 0.9, weight decay 5e-4, dropout 0.5 on "
         "FC1/FC2, per-image scale jittering S ~ U[Smin, Smax], random crop and flip, PCA "

@@ -150,8 +150,12 @@ def add_machinery_flags(p: argparse.ArgumentParser, classification: bool = True)
     val.add_argument("--val-batch", type=positive_int, help="validation batch")
     dev = p.add_argument_group("machinery")
     add_device_flag(dev, default=argparse.SUPPRESS)
-    dev.add_argument("--amp", choices=("none", "bf16", "fp16"),
-                     help="mixed precision on CUDA (none)")
+    dev.add_argument("--amp", choices=("none", "bf16", "fp16", "auto"),
+                     help="mixed precision: bf16 (CUDA, or a CPU: autocast, weights, "
+                          "optimizer state, loss and checkpoints fp32), fp16 (CUDA), auto "
+                          "(bf16 where the hardware runs it natively and it measured faster "
+                          "for the net's size, docs/training.md) or none (fp32, default). "
+                          "A resumed run keeps its own")
     dev.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                      help="channels-last memory format on CUDA (default on)")
     dev.add_argument("--compile", action=argparse.BooleanOptionalAction,

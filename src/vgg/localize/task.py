@@ -118,7 +118,7 @@ class LocalisationTask(Task):
                          self.mean_box)
             r = simple_protocol(net, part, cfg.test_scale, batch_size=cfg.val_batch or 16,
                                 device=ctx.device, workers=cfg.workers,
-                                precision=val_precision(cfg.amp), progress=False,
+                                precision=val_precision(ctx.amp), progress=False,
                                 allow_empty=True,
                                 on_bad=ctx.note_bad, losses=losses)
             if r.n_images:

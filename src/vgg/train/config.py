@@ -20,7 +20,7 @@ from ..model import (HEADS, INIT_SCHEMES, NET_STRIDE, PAPER_INIT_STD, NetShape, 
 from ..settings import (MAX_BATCH, MAX_SEED, MAX_SIDE, check_bool, check_choice, check_float,
                         check_int, check_str, check_workers)
 
-AMP_MODES = ("none", "bf16", "fp16")
+AMP_MODES = ("none", "bf16", "fp16", "auto")
 VAL_METHODS = ("center", "dense")
 SCHEDULES = ("plateau", "cosine", "step")
 TUNE = ("all", "fc")
@@ -81,7 +81,7 @@ class TrainConfig(NetShape):
     val_batch: int | None = None
     # machinery
     device: str = "auto"
-    amp: str = "none"
+    amp: str = "none"                # mixed precision: none (fp32), bf16, fp16 or auto
     channels_last: bool = True       # on CUDA only
     compile: bool = False
     deterministic: bool = False

@@ -15,6 +15,7 @@ therefore replays exactly the steps it had not saved.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from ..checkpoint import nonfinite_keys
 from ..data.sources import check_same_images, fingerprint
 from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError
+from ..precision import native_bf16
 from ..progress import Progress
 from . import distributed as D
 from .build import Start, build_model, colour_stats, new_preprocess, param_groups
@@ -37,7 +39,8 @@ from .checkpoint import (BEST, LAST, Position, check_writable, estimate_checkpoi
 from .config import TrainConfig, check_resume, save_yaml
 from .run_folder import RunFolder, StopFlag, Writers
 from .schedule import LrSchedule
-from .step import TrainingDiverged, TrainStep, amp_dtype, grad_scaler, step_seed
+from .step import (TrainingDiverged, TrainStep, amp_dtype, amp_name, grad_scaler,
+                   resolve_amp, step_seed)
 from .task import Task, TaskContext
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,7 @@ class Trainer:
         self.dist = D.init_distributed(device_type)
         self.device = pick_device(cfg.device, self.dist.local_rank)
         self.main = self.dist.is_main
-        amp_dtype(cfg.amp, self.device)  # refused (no CUDA) before the folder is claimed
+        amp_dtype(cfg.amp, self.device)  # fp16 without CUDA: refused before the folder is claimed
         self.folder = RunFolder(self.run_dir)
         from ..data.loaders import BadImages
 
@@ -109,6 +112,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(cfg.seed)
         self.start = Start.read(cfg)  # the checkpoints to resume / start from, read once
+        self.amp = self._resolve_amp()
+        self.ctx = dataclasses.replace(self.ctx, amp=self.amp)
         self._read_data()
         self._make_model()
         self._make_optimizer()
@@ -123,7 +128,40 @@ class Trainer:
         D.barrier(self.dist)
         self.step = TrainStep(cfg, self.model, self.task, self.optimizer, self.scaler,
                               stats=self.stats if cfg.colour_std > 0 else None,
-                              dist=self.dist, device=self.device, run_dir=self.run_dir)
+                              dist=self.dist, device=self.device, run_dir=self.run_dir,
+                              amp=self.amp)
+
+    def _resolve_amp(self) -> str:
+        """The precision this run trains in ("none", "bf16", "fp16"): ``--amp`` with
+        ``auto`` resolved for this device and net (:func:`resolve_amp`). A resumed run
+        continues in the precision its ``last.pt`` records, so that it stays exact:
+        ``auto`` follows the record (and says so where this machine would pick another),
+        an explicit ``--amp`` that differs from it is refused."""
+        cfg = self.cfg
+        amp, why = resolve_amp(cfg.amp, self.device, cfg)
+        recorded = (self.start.resume_ckpt.meta.get("amp")
+                    if self.start.resume_ckpt is not None else None)
+        if recorded is not None and recorded != amp:
+            if cfg.amp != "auto":
+                raise ConfigError(
+                    f"{cfg.resume} was trained with --amp {recorded} (its {LAST}); resuming "
+                    f"it with --amp {amp} would change its arithmetic half-way. Resume with "
+                    f"--amp {recorded}, or start a new run (e.g. --finetune-from "
+                    f"{Path(str(cfg.resume)) / LAST}) to train on in another precision")
+            amp_dtype(recorded, self.device)  # e.g. fp16 on a CPU: refused
+            if self.main:
+                log.warning("--amp auto: %s would train in %s here (%s), but %s was trained "
+                            "in %s: continuing in %s so that the resume stays exact",
+                            self.device.type, amp_name(amp), why, cfg.resume,
+                            amp_name(recorded), amp_name(recorded))
+            return str(recorded)
+        if amp == "bf16" and self.device.type == "cpu" and not native_bf16(self.device):
+            log.warning("--amp bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); it "
+                        "runs emulated, slower than fp32 (--amp auto picks fp32 here)")
+        if self.main:
+            log.info("training in %s (--amp %s%s)", amp_name(amp), cfg.amp,
+                     "" if cfg.amp != "auto" else f": {why}")
+        return amp
 
     def _read_data(self) -> None:
         self.train_index, self.val_index = self.task.indexes(self.start.classes)
@@ -159,7 +197,7 @@ class Trainer:
             cfg.schedule, cfg.lr, cfg.lr_factor, cfg.patience, cfg.plateau_threshold,
             cfg.lr_decreases, total_steps=cfg.epochs * self.steps_per_epoch,
             warmup_steps=round(cfg.warmup * self.steps_per_epoch))
-        self.scaler = grad_scaler(cfg.amp)
+        self.scaler = grad_scaler(self.amp)
 
     def _restore(self, ts: dict[str, Any]) -> None:
         try:
@@ -196,7 +234,8 @@ class Trainer:
                 "epoch": self.position.epoch, "global_step": self.position.global_step,
                 self.task.primary: val_err,
                 "dataset": str(self.cfg.data), "data": self.data_fingerprint,
-                "test_scale": self.cfg.test_scale, "run": str(self.run_dir)}
+                "test_scale": self.cfg.test_scale, "run": str(self.run_dir),
+                "amp": self.amp}
         return meta | self.task.meta()
 
     def _check_weights(self) -> None:
@@ -378,7 +417,7 @@ class Trainer:
             "train_bad": int(acc["bad"]), **val, "schedule": action,
             "time_s": round(acc["time"], 3),
             "img_per_s": acc.get("images", acc["n"]) / max(acc["time"], 1e-9),
-            "global_step": self.position.global_step}
+            "global_step": self.position.global_step, "amp": self.amp}
         improved = self.best_err is None or err < self.best_err
         self.position = Position(epoch + 1, 0, self.position.global_step)
         self.epoch_acc = {}

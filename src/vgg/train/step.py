@@ -1,8 +1,15 @@
 """One optimizer step of Sect. 3.1: this process's share of the global batch, augmented on
 the device, through the net in micro-batches (gradient accumulation, DDP's ``no_sync``
 until the last) under the run's autocast, then one SGD update. The only place that runs
-the net forward for training: the precision of that forward pass (``--amp``) is chosen in
-:func:`amp_dtype` and applied in :meth:`TrainStep.autocast`."""
+the net forward for training: the precision of that forward pass (``--amp``) is resolved
+in :func:`resolve_amp` (``auto``), checked in :func:`amp_dtype` and applied in
+:meth:`TrainStep.autocast`.
+
+Mixed precision (``--amp bf16``, on a CUDA GPU or a CPU): the convolutions and FC layers
+run under ``torch.autocast`` in bf16; the master weights, the optimizer's momentum, the
+loss (computed on the scores cast to fp32), batch-norm's running statistics and the
+checkpoints stay fp32. ``fp16`` (CUDA only) adds the loss scaling of :func:`grad_scaler`.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, VggError
-from ..model import VGG
+from ..model import VGG, NetShape
+from ..precision import native_bf16
 from . import distributed as D
 from .checkpoint import LAST, Position
 from .config import TrainConfig
@@ -33,11 +41,51 @@ def step_seed(seed: int, rank: int, epoch: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + epoch * 100_003 + step) % (2**63 - 1)
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``--amp`` (None: fp32); mixed precision needs CUDA."""
-    if amp != "none" and device.type != "cuda":
-        raise ConfigError(f"--amp {amp} needs a CUDA device (got {device})")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    """The autocast dtype of a resolved ``--amp`` (None: fp32). bf16 runs on CUDA and on
+    CPUs; fp16 needs CUDA (its loss scaling is CUDA's GradScaler)."""
+    if amp in ("none", "auto"):
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"--amp fp16 needs a CUDA device (got {device}); on a CPU use "
+                          f"--amp bf16 or --amp auto")
+    if amp == "bf16" and device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"--amp bf16 runs on a CUDA device or a CPU (got {device})")
+    return AMP_DTYPES[amp]
+
+
+def amp_name(amp: str) -> str:
+    """How a resolved ``--amp`` reads in logs and reports: "fp32" or "bf16 mixed precision"."""
+    return "fp32" if amp == "none" else f"{amp} mixed precision"
+
+
+def cpu_bf16_pays(shape: NetShape) -> bool:
+    """Whether bf16 training measured faster than fp32 on a native-bf16 CPU for a net of
+    this shape (``benchmarks/bench_train.py``, docs/benchmarks.md): RULE_PLACEHOLDER"""
+    return shape.width >= 0.25
+
+
+def resolve_amp(amp: str, device: torch.device, shape: NetShape) -> tuple[str, str]:
+    """``--amp none|bf16|fp16|auto`` for a net of ``shape`` on ``device`` -> (the
+    precision the run trains in: "none", "bf16" or "fp16"; why, for the log).
+
+    ``auto``: bf16 on a CUDA GPU with native bf16 (compute capability >= 8.0); on a CPU
+    with native bf16 (AVX512-BF16 or AMX, :func:`vgg.precision.native_bf16`) where
+    :func:`cpu_bf16_pays` for the net's size; fp32 elsewhere."""
+    if amp != "auto":
+        return amp, "as given"
+    if not native_bf16(device):
+        return "none", f"{device.type} without native bf16"
+    if device.type == "cuda":
+        return "bf16", "native bf16 on this GPU"
+    if device.type == "cpu":
+        if cpu_bf16_pays(shape):
+            return "bf16", "native bf16 on this CPU, measured faster at this net size"
+        return "none", "bf16 measured no faster than fp32 at this net size"
+    return "none", f"no bf16 training on {device.type}"
 
 
 def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
@@ -52,16 +100,18 @@ def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
 class TrainStep:
     """The step of one run: ``model`` wrapped for the processes (DDP) and ``--compile``,
     the device augmentation (``stats``: the PCA colour shift's statistics, None without
-    it), the task's loss, ``optimizer`` and ``scaler`` (fp16's loss scaling)."""
+    it), the task's loss, ``optimizer`` and ``scaler`` (fp16's loss scaling); ``amp``:
+    the run's resolved precision (:func:`resolve_amp`)."""
 
     def __init__(self, cfg: TrainConfig, model: VGG, task: Task,
                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *,
-                 stats: Any, dist: D.DistInfo, device: torch.device, run_dir: Path) -> None:
+                 stats: Any, dist: D.DistInfo, device: torch.device, run_dir: Path,
+                 amp: str) -> None:
         from ..data.transforms import DeviceAugment
 
         self.cfg, self.task, self.optimizer, self.scaler = cfg, task, optimizer, scaler
         self.dist, self.device, self.run_dir = dist, device, run_dir
-        self.amp_dtype = amp_dtype(cfg.amp, device)
+        self.amp_dtype = amp_dtype(amp, device)
         rank_batch = cfg.batch // dist.world_size
         self.micro = min(cfg.micro_batch or rank_batch, rank_batch)
         use_cl = device.type == "cuda" and cfg.channels_last

@@ -30,11 +30,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TaskContext:
     """What a task may use of the run it is in: the device, this process's place among
-    the processes (``dist``), a sum over them and the run's log of unreadable images."""
+    the processes (``dist``), a sum over them, the run's log of unreadable images and the
+    precision it trains in (``amp``: the resolved ``--amp``, "none", "bf16" or "fp16")."""
 
     device: torch.device
     dist: D.DistInfo
     bad_images: BadImages
+    amp: str = "none"
 
     def note_bad(self, path: str, reason: str) -> None:
         """Warn about an unreadable image once per run (stats pass, epochs, validation)."""
@@ -114,9 +116,9 @@ class Task(ABC):
 
 
 def val_precision(amp: str) -> str:
-    """The precision validation runs in: the training's autocast dtype (--amp bf16/fp16,
-    CUDA), else fp32."""
-    return "fp32" if amp == "none" else amp
+    """The precision validation runs in: the training's (the resolved --amp: bf16 or
+    fp16), else fp32."""
+    return "fp32" if amp in ("none", "auto") else amp
 
 
 def shard(index: ImageIndex, rank: int, world: int) -> ImageIndex:
@@ -156,7 +158,7 @@ class ClassificationTask(Task):
             r = evaluate(net, part, method=cfg.val_method, scales=[cfg.test_scale],
                          dense_stride=cfg.val_dense_stride,
                          batch_size=cfg.val_batch or 16, device=ctx.device,
-                         workers=cfg.workers, precision=val_precision(cfg.amp),
+                         workers=cfg.workers, precision=val_precision(ctx.amp),
                          progress=False,
                          allow_empty=True, on_bad=ctx.note_bad)
             n = r.n_images
