@@ -57,7 +57,7 @@ def test_demo_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as e:
         main(["demo", "--seed", "-1"])
     assert e.value.code == 2
-    assert "must be >= 0" in capsys.readouterr().err
+    assert "--seed: must be in 0.." in capsys.readouterr().err
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "data").mkdir()
     (tmp_path / "junk" / "data" / "notes.txt").write_text("mine")
