@@ -133,3 +133,15 @@ def test_help_says_biases_are_not_decayed(capsys: pytest.CaptureFixture) -> None
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "NOT decayed" in out and "--decay-biases" in out and "torchrun" in out
+
+
+def test_every_init_scheme_is_a_train_flag(capsys: pytest.CaptureFixture) -> None:
+    from vgg.model import INIT_SCHEMES
+
+    assert "gaussian-scaled" in INIT_SCHEMES
+    for scheme in INIT_SCHEMES:
+        assert TrainConfig(data="d", init=scheme).init == scheme
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(INIT_SCHEMES) + "}" in out and "fan-in" in out
