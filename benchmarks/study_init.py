@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="epochs without improvement before lr / 10 (default: the study's)")
+    ap.add_argument("--batch", type=int, default=None, help="default: the study's")
     ap.add_argument("--quick", action="store_true", help="the --quick study's data")
     ap.add_argument("--signal", action="store_true",
                     help="also the full-size (224) net's initial logits (a few seconds)")
@@ -97,9 +100,10 @@ def main() -> None:
         src = {"init_from": str(args.out / parent[0] / "train" / "best.pt")} if parent else {}
         cfg = TrainConfig(data=str(root), out=str(folder / "train"), arch=arch,
                           batch_norm=bn, width=sc.width, fc_width=sc.fc_width, crop=sc.crop,
-                          scale=(sc.s, sc.s), epochs=args.epochs, batch=sc.batch,
+                          scale=(sc.s, sc.s), epochs=args.epochs, batch=args.batch or sc.batch,
                           lr=sc.lr if bn else args.lr,
-                          init=init, patience=sc.patience, schedule="plateau", seed=args.seed,
+                          init=init,
+                          patience=sc.patience if args.patience is None else args.patience, schedule="plateau", seed=args.seed,
                           device="cpu", progress=False, tensorboard=False, plot=False,
                           overwrite=True, **src)
         t0 = time.perf_counter()

@@ -492,21 +492,36 @@ def test_a_second_study_on_the_same_out_is_refused(
     import vgg.train as train_mod
 
     second: list[tuple[int, str]] = []
+    nested = [False]
+
+    def must_not_run(*a: Any, **k: Any) -> Any:
+        raise AssertionError("a second study on the same --out started training")
 
     def try_another(argv: list[str]) -> None:
-        code = main(["study", "--out", str(out), "--no-progress", "--device", "cpu",
-                     "--seeds", "1", *argv])
+        nested[0] = True
+        try:
+            code = main(["study", "--out", str(out), "--no-progress", "--device", "cpu",
+                         "--seeds", "1", *argv])
+        finally:
+            nested[0] = False
         second.append((code, capsys.readouterr().err))
 
     real_train = train_mod.train
+    real_parallel = parallel_mod.train_parallel
 
     def train_and_try(cfg: Any, *a: Any, **k: Any) -> Any:
+        if nested[0]:
+            must_not_run()
         if not second:  # while the first study trains its first run
             try_another(["--devices", "cpu,cpu"])
             try_another([])
         return real_train(cfg, *a, **k)
 
+    def parallel_guard(*a: Any, **k: Any) -> Any:
+        return must_not_run() if nested[0] else real_parallel(*a, **k)
+
     monkeypatch.setattr(train_mod, "train", train_and_try)
+    monkeypatch.setattr(parallel_mod, "train_parallel", parallel_guard)
     res = study(out)
     assert len(second) == 2
     for code, err in second:

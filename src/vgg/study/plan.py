@@ -136,6 +136,7 @@ def make_scale(quick: bool, device: torch.device) -> StudyScale:
     common: dict[str, Any] = dict(object_size=(0.3, 0.8), clutter=0.5, batch=64,
                                   lr=0.02, patience=2, fc_width=1024)
     if device.type == "cuda":
+        common["amp"] = "bf16"
         return StudyScale(classes=14, train_per_class=1500 if quick else 4000,
                           val_per_class=100 if quick else 200, min_side=72, max_side=160,
                           width=0.5, crop=64, epochs=8 if quick else 24,

@@ -183,7 +183,7 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
             p = plot_depth(rows_by_table[t], out / "depth.png")
             groups: dict[str, dict[str, float]] = {}
             for r in rows_by_table[t]:
-                if r["config"] in ("C", "D", "E") and r["top1_value"] is not None:
+                if r["config"] in ("C-BN", "D-BN", "E-BN") and r["top1_value"] is not None:
                     groups.setdefault(r["config"], {})[f"S={r['S']}"] = r["top1_value"]
             q = plot_bars(groups, out / "scale.png", "Fixed vs jittered training scale "
                                                      "(one test scale)")

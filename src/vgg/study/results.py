@@ -514,9 +514,8 @@ def table_rows(res: StudyResults, table: str) -> list[dict[str, Any]]:
         cfg, kind = _kind(base, sc)
         paper_cfg = cfg.removesuffix("-BN")
         epochs = "+".join(str(r.epochs) for r in res.plan.chain(base))
-        label = {"S+": f"{spec.scale_label} (same budget as jittered)",
-                 "L+": f"{spec.scale_label} (same budget as jittered)"}.get(kind,
-                                                                          spec.scale_label)
+        label = (f"{spec.scale_label} (jittered's budget)" if kind in ("S+", "L+")
+                 else spec.scale_label)
         pk = kind.rstrip("+")
         if table == "table3":
             m = res.eval_of(base, "dense", False)
