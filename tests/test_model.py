@@ -278,6 +278,52 @@ def test_init_schemes_statistics() -> None:
         build("A", init_std=0.0, **SMALL)
 
 
+def test_gaussian_scaled_keeps_the_full_size_gain_of_every_layer() -> None:
+    """SPEC 6b: std = 0.01 x sqrt(full fan-in / fan-in) per layer, with the full fan-in the
+    same layer's in the paper's net (width 1, FC 4096, crop 224: fc6 = 512 x 7 x 7), so
+    fan-in x std^2 (the layer's gain) is the full-size layer's; at the paper's size it is
+    plain N(0, 0.01), draw for draw."""
+    from vgg.model import NetShape, fan_ins, scaled_init_stds
+
+    shape = NetShape(arch="E", width=0.25, fc_width=1024, crop=32)
+    fans = fan_ins(shape)
+    assert fans["conv1_1"] == (27, 27) and fans["conv2_1"] == (16 * 9, 64 * 9)
+    assert fans["conv5_4"] == (128 * 9, 512 * 9)
+    assert fans["fc6"] == (128, 512 * 7 * 7) and fans["fc7"] == fans["fc8"] == (1024, 4096)
+    stds = scaled_init_stds(shape)
+    assert len(stds) == 16 + 3
+    for name, (n, full) in fans.items():
+        assert stds[name] == pytest.approx(0.01 * math.sqrt(full / n))
+        assert n * stds[name] ** 2 == pytest.approx(full * 0.01 ** 2)  # the same gain
+    assert stds["conv1_1"] == pytest.approx(0.01) and stds["conv3_1"] == pytest.approx(0.02)
+    assert stds["fc6"] == pytest.approx(0.14)
+    for arch in ("A", "E"):  # the paper's size: every layer exactly N(0, 0.01)
+        assert set(scaled_init_stds(NetShape(arch=arch)).values()) == {0.01}
+    assert scaled_init_stds(shape, std=0.1)["fc6"] == pytest.approx(1.4)
+    # the weights: the same draws as N(0, 0.01), each layer times its factor
+    g = dict(width=0.25, fc_width=1024, crop=32, num_classes=10)
+    plain = build("E", init="gaussian", generator=torch.Generator().manual_seed(5), **g)
+    scaled = build("E", init="gaussian-scaled", generator=torch.Generator().manual_seed(5),
+                   **g)
+    names = {i: n for n, i in scaled.layer_names.items()} | {
+        ("fc", i): n for n, i in (("fc6", 0), ("fc7", 3), ("fc8", 6))}
+    seen = 0
+    for (key, i), m in [((None, i), m) for i, m in enumerate(scaled.features)] + [
+            (("fc", i), m) for i, m in enumerate(scaled.classifier)]:
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        name = names[i if key is None else (key, i)]
+        ref = (plain.features if key is None else plain.classifier)[i].weight
+        torch.testing.assert_close(m.weight, ref * (stds[name] / 0.01), rtol=1e-5, atol=0)
+        assert torch.all(m.bias == 0)
+        seen += 1
+    assert seen == 19
+    big = scaled.classifier[0].weight  # 1024 x 128 draws: the empirical std is the rule's
+    assert abs(float(big.std()) / 0.14 - 1) < 0.02
+    with pytest.raises(ConfigError, match="'gaussian-scaled' needs a VGG"):
+        init_weights(nn.Sequential(nn.Linear(3, 3)), "gaussian-scaled")
+
+
 def test_generator_makes_init_reproducible() -> None:
     a = build("A", generator=torch.Generator().manual_seed(3), **SMALL)
     b = build("A", generator=torch.Generator().manual_seed(3), **SMALL)

@@ -156,3 +156,15 @@ def test_train_config_that_is_not_a_settings_file_is_one_line(
     assert main(["train", "--config", str(f), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(f) in err and expect in err, err
+
+
+def test_every_init_scheme_is_a_train_flag(capsys: pytest.CaptureFixture) -> None:
+    from vgg.model import INIT_SCHEMES
+
+    assert "gaussian-scaled" in INIT_SCHEMES
+    for scheme in INIT_SCHEMES:
+        assert TrainConfig(data="d", init=scheme).init == scheme
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(INIT_SCHEMES) + "}" in out and "fan-in" in out

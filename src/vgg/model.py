@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from .settings import MAX_SIDE, check_bool, check_choice, check_float, check_int
 # b = a / (k + alpha * sum a^2)^beta. torch's LocalResponseNorm divides alpha by n.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 
-INIT_SCHEMES = ("gaussian", "glorot", "kaiming")
+INIT_SCHEMES = ("gaussian", "gaussian-scaled", "glorot", "kaiming")
 
 # Default memory format of weights and activations. Channels-last (NHWC) lets oneDNN (CPU)
 # and cuDNN (GPU) run the 3x3 convs without layout reorders: on a 2-core CPU VGG-16
@@ -729,12 +730,58 @@ def shift_and_stitch(model: VGG, x: torch.Tensor, stride: int) -> torch.Tensor:
     return out
 
 
+# The full-size net of Table 1 / Sect. 2.1 that a scaled-down net stands for.
+PAPER_SHAPE = {"width": 1.0, "fc_width": 4096, "crop": 224}
+
+
+def fan_ins(config: NetShape) -> dict[str, tuple[int, int]]:
+    """Per weight layer (``conv1_1`` ... ``fc6``, ``fc7``, ``fc8``): its fan-in (inputs per
+    output unit: in_channels x kernel^2, or in_features) in ``config`` and in the same layer
+    of the paper's full-size net (width 1, FC 4096, crop 224; fc6 = 512 x 7 x 7)."""
+    full = dataclasses.replace(NetShape(**config.shape_dict()), **PAPER_SHAPE)
+    out: dict[str, tuple[int, int]] = {}
+    convs = [s for s in layer_specs(config) if s.kind == "conv"]
+    full_convs = [s for s in layer_specs(full) if s.kind == "conv"]
+    for s, f in zip(convs, full_convs):
+        out[s.name] = (s.in_ch * s.kernel ** 2, f.in_ch * f.kernel ** 2)
+    out["fc6"] = (last_channels(config) * config.fc_kernel ** 2,
+                  last_channels(full) * full.fc_kernel ** 2)
+    out["fc7"] = (config.fc_width, full.fc_width)
+    out["fc8"] = (config.fc_width, full.fc_width)
+    return out
+
+
+def scaled_init_stds(config: NetShape, std: float = PAPER_INIT_STD) -> dict[str, float]:
+    """SPEC 6b: the std of each weight layer under ``init="gaussian-scaled"``,
+    ``std x sqrt(full fan-in / fan-in)``, so that every layer of a scaled-down net has the
+    gain (fan-in x std^2) its full-size layer has under N(0, std). At the paper's size
+    every value is ``std``. At width 1/4 the convs after the first get 2 x std; FC1 of a
+    crop-32 net (fan-in 128 against 25088) 14 x std."""
+    return {name: std * math.sqrt(full / n) for name, (n, full) in fan_ins(config).items()}
+
+
+def _layer_stds(model: nn.Module, std: float) -> dict[int, float]:
+    """``id(weight layer) -> std`` of :func:`scaled_init_stds` for a VGG net."""
+    if not isinstance(model, VGG):
+        raise ConfigError("init 'gaussian-scaled' needs a VGG net (it scales each layer by "
+                          "its fan-in in the paper's full-size net)")
+    stds = scaled_init_stds(model.config, std)
+    out = {id(model.features[i]): stds[name] for name, i in model.layer_names.items()
+           if name.startswith("conv")}
+    for name, i in (("fc6", 0), ("fc7", 3), ("fc8", 6)):
+        out[id(model.classifier[i])] = stds[name]
+    return out
+
+
 def init_weights(model: nn.Module, scheme: str = "gaussian", std: float = PAPER_INIT_STD,
                  generator: torch.Generator | None = None) -> None:
     """Sect. 3.1 initialisation of every conv and linear layer; biases zero.
 
     ``gaussian``: N(0, std) with std 0.01 by default (use ``LITERAL_INIT_STD`` = 0.1 for the
-    literal "variance 1e-2" reading); ``glorot``: Glorot & Bengio 2010 (uniform), which
+    literal "variance 1e-2" reading); ``gaussian-scaled``: the same with each layer's std
+    multiplied by sqrt(full-size fan-in / its fan-in) (:func:`scaled_init_stds`, SPEC 6b),
+    so a scaled-down net's layers keep the full-size layers' gains (identical to
+    ``gaussian`` at the paper's size); ``glorot``: Glorot & Bengio 2010 (uniform), which
     the authors found trains deep nets without pre-training; ``kaiming``: He et al. 2015
     (normal, fan-out, ReLU gain) for the convs and N(0, 0.01) for the FC layers, exactly
     torchvision's scheme (He init on FC8, with only ``num_classes`` fan-out, makes the
@@ -744,11 +791,14 @@ def init_weights(model: nn.Module, scheme: str = "gaussian", std: float = PAPER_
         raise ConfigError(f"unknown init scheme {scheme!r}; choose from {INIT_SCHEMES}")
     if not std > 0:
         raise ConfigError(f"init std must be > 0, got {std}")
+    scaled = _layer_stds(model, std) if scheme == "gaussian-scaled" else {}
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             with torch.no_grad():
                 if scheme == "gaussian":
                     m.weight.normal_(0.0, std, generator=generator)
+                elif scheme == "gaussian-scaled":
+                    m.weight.normal_(0.0, scaled[id(m)], generator=generator)
                 elif scheme == "glorot":
                     nn.init.xavier_uniform_(m.weight, generator=generator)
                 elif isinstance(m, nn.Conv2d):

@@ -4,6 +4,7 @@ with a verdict per finding (vgg.study)."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -66,14 +67,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train several runs at once, one per device: cuda:0,cuda:1 (the "
                         "default when --device auto finds several GPUs), or cpu,cpu to "
                         "split a CPU's cores between two runs")
-    p.add_argument("--seeds", type=int_in(1, 20), default=1, metavar="N",
-                   help="train every net with N seeds (1..20; default 1); verdicts average "
-                        "each image's error over them")
+    p.add_argument("--seeds", type=int_in(1, 20), default=None, metavar="N",
+                   help="train every net with N seeds (1..20; default 3, 2 with --quick); "
+                        "verdicts come from a bootstrap over seeds and images and need at "
+                        "least 3 seeds (with fewer every verdict is inconclusive)")
     p.add_argument("--only", type=_tables, default=None, metavar="LIST",
                    help="comma-separated subset of table3, table4, table5, table6, init "
                         "(default: all; a table's prerequisite nets are trained too)")
     p.add_argument("--report", action="store_true",
                    help="rebuild OUT/report.md from the finished runs, training nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print every run (name, arch, batch norm, init, seed, scale, epochs, "
+                        "image passes) and every finding with the runs on each side, "
+                        "training and writing nothing")
+    p.add_argument("--json", action="store_true",
+                   help="with --plan: print the plan as JSON ({runs: [...], findings: "
+                        "[{name, sides: {a: [...], b: [...]}, ...}]})")
     p.add_argument("--workers", type=workers_count, default=None,
                    help="data-loading processes (default: the usable cores)")
     add_progress_flag(p)
@@ -81,13 +90,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..study import TABLES, StudyConfig, run_study
+    from ..errors import ConfigError
+    from ..study import TABLES, StudyConfig, plan_text, run_study, study_plan
 
-    run_study(StudyConfig(
+    if args.json and not args.plan:
+        raise ConfigError("--json goes with --plan")
+    if args.plan and args.report:
+        raise ConfigError("give --plan or --report, not both")
+    cfg = StudyConfig(
         out=args.out, data=args.data, budget=args.budget, quick=args.quick,
         device=args.device, seeds=args.seeds, only=args.only or TABLES,
         report_only=args.report, workers=args.workers, progress=args.progress,
         devices=args.devices,
         command="vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if sys.argv[1:2] == ["study"] else "vgg study"))
+        if sys.argv[1:2] == ["study"] else "vgg study")
+    if args.plan:
+        desc = study_plan(cfg)
+        print(json.dumps(desc, indent=1) if args.json else plan_text(desc))
+        return 0
+    run_study(cfg)
     return 0

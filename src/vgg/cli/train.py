@@ -70,8 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec = p.add_argument_group("recipe (Sect. 3.1)")
     add_recipe_flags(rec)
     ini = p.add_argument_group("initialisation")
-    ini.add_argument("--init", choices=("gaussian", "glorot", "kaiming"),
-                     help="random init scheme (gaussian)")
+    ini.add_argument("--init", choices=("gaussian", "gaussian-scaled", "glorot", "kaiming"),
+                     help="random init scheme (gaussian = N(0, --init-std); gaussian-scaled "
+                          "= the same with each layer's std times sqrt(full-size fan-in / "
+                          "fan-in), the paper's per-layer gain in a scaled-down net)")
     ini.add_argument("--init-std", type=positive_float, help="gaussian std (0.01)")
     ini.add_argument("--init-from", metavar="CKPT", help="copy the first 4 convs and the 3 FC "
                      "layers of a trained net A (the paper's pre-initialisation)")

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 STUDY_JSON = "study.json"
 MAX_SEEDS = 20
+DEFAULT_SEEDS = 3  # every verdict from at least 3 seeds a net (verdict.MIN_SEEDS)
+QUICK_SEEDS = 2    # --quick: a pipeline check whose verdicts are all inconclusive
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class StudyConfig:
     budget: float | None = None    # seconds; None = the plan's own sizes
     quick: bool = False
     device: str = "auto"
-    seeds: int = 1
+    seeds: int | None = None       # None: DEFAULT_SEEDS, or QUICK_SEEDS with quick
     only: tuple[str, ...] = TABLES
     report_only: bool = False
     workers: int | None = None
@@ -179,7 +181,7 @@ def _request(cfg: StudyConfig, device: torch.device) -> dict[str, Any]:
     runs keep their keys even when a new budget estimate would differ)."""
     return {"quick": cfg.quick, "budget": cfg.budget, "device": device.type,
             "data": str(Path(cfg.data).resolve()) if cfg.data else None,
-            "tables": list(cfg.only), "seeds": cfg.seeds,
+            "tables": list(cfg.only), "seeds": seeds_of(cfg),
             "scale": cfg.scale.to_dict() if cfg.scale is not None else None}
 
 
@@ -190,8 +192,16 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def seeds_of(cfg: StudyConfig) -> int:
+    """``cfg.seeds``, or the default for the study's size."""
+    if cfg.seeds is None:
+        return QUICK_SEEDS if cfg.quick else DEFAULT_SEEDS
+    return cfg.seeds
+
+
 def _check(cfg: StudyConfig) -> None:
-    if not isinstance(cfg.seeds, int) or not 1 <= cfg.seeds <= MAX_SEEDS:
+    if cfg.seeds is not None and (not isinstance(cfg.seeds, int) or isinstance(cfg.seeds, bool)
+                                  or not 1 <= cfg.seeds <= MAX_SEEDS):
         raise ConfigError(f"--seeds must be in 1..{MAX_SEEDS}, got {cfg.seeds!r}")
     bad = [t for t in cfg.only if t not in TABLES]
     if bad or not cfg.only:
@@ -205,31 +215,104 @@ def _check(cfg: StudyConfig) -> None:
         raise ConfigError(f"--out {out} is a file, not a folder")
 
 
+def _sizes(cfg: StudyConfig, device: torch.device, saved: dict[str, Any] | None
+           ) -> tuple[StudyScale, str]:
+    """The study's sizes: those saved by a study made with the same request (so a rerun
+    keeps its runs' keys), else the plan's own (``make_scale``, or ``cfg.scale``), fitted
+    to ``--budget``."""
+    if saved is not None and saved.get("request") == _request(cfg, device):
+        return StudyScale.from_dict(saved["scale"]), saved.get("budget_note", "")
+    scale = cfg.scale or make_scale(cfg.quick, device)
+    if cfg.budget is not None:
+        return _fit_budget(scale, cfg.only, seeds_of(cfg), cfg.budget, device)
+    return scale, ""
+
+
+def study_plan(cfg: StudyConfig) -> dict[str, Any]:
+    """``vgg study --plan``: every run (name, arch, batch norm, init, seed, scale, epochs,
+    image passes) and every finding with the runs on each side, training nothing and
+    writing nothing (:func:`vgg.study.results.describe_plan`)."""
+    from dataclasses import replace
+
+    from ..devices import pick_device
+    from .results import describe_plan
+
+    _check(cfg)
+    device = pick_device(cfg.device)
+    _run_devices(cfg, device)
+    scale, budget_note = _sizes(cfg, device, _load_json(Path(cfg.out) / STUDY_JSON))
+    n_train = scale.classes * scale.train_per_class
+    if cfg.data is not None:
+        from ..data.folders import index_split
+
+        train_index = index_split(Path(cfg.data), "train")
+        scale = replace(scale, classes=train_index.num_classes)
+        n_train = len(train_index)
+    desc = describe_plan(plan_study(scale, cfg.only, seeds_of(cfg)), n_train)
+    desc["data"] = str(cfg.data) if cfg.data is not None else "generated shapes set"
+    desc["budget_note"] = budget_note
+    return desc
+
+
+def plan_text(desc: dict[str, Any]) -> str:
+    """The plan of :func:`study_plan` as the text ``vgg study --plan`` prints."""
+    sc = desc["scale"]
+    w = max([len(r["name"]) for r in desc["runs"]] + [4])
+    lines = [f"vgg study plan: {len(desc['runs'])} runs, {desc['seeds']} seed(s), tables "
+             f"{', '.join(desc['tables'])}; data: {desc['data']} ({sc['classes']} classes, "
+             f"{desc['images_per_pass']} training images a pass); nets width "
+             f"{sc['width']:g}, FC {sc['fc_width']}, crop {sc['crop']}; "
+             f"{desc['total_image_passes']:,} image passes in all",
+             "", "runs:",
+             f"  {'name':<{w}} {'arch':<6} {'BN':<3} {'init':<16} {'seed':>4} {'S':<8} "
+             f"{'epochs':>6} {'passes':>9} {'from scratch':>13}  parent"]
+    for r in desc["runs"]:
+        a, b = r["scale"]
+        lines.append(f"  {r['name']:<{w}} {r['arch']:<6} {'yes' if r['batch_norm'] else 'no':<3} "
+                     f"{r['init']:<16} {r['seed']:>4} {str(a) if a == b else f'[{a};{b}]':<8} "
+                     f"{r['epochs']:>6} {r['image_passes']:>9,} "
+                     f"{r['total_image_passes']:>13,}  "
+                     f"{(r['mode'] + ' ' + r['parent']) if r['parent'] else '-'}")
+    lines += ["", f"findings (a verdict needs {desc['min_seeds_for_a_verdict']} seeds a "
+                  f"side):"]
+    for f in desc["findings"]:
+        lines.append(f"  {f['name']}: {f['claim']}" + (f" [{f['label']}]" if f['label'] else ""))
+        for k in ("a", "b"):
+            lines.append(f"    {k} ({f['side_labels'][k]}; {f['evaluation'][k]}): "
+                         f"{', '.join(f['sides'][k])}")
+    if desc.get("budget_note"):
+        lines += ["", desc["budget_note"]]
+    return "\n".join(lines)
+
+
 def run_study(cfg: StudyConfig) -> StudyResult:
     """Plan, train (or reuse, or resume), evaluate, decide and report; see the module
     docstring. ``cfg.report_only`` rebuilds the report from the runs that finished,
-    training nothing."""
+    training nothing. One study at a time per ``--out``: the process holds ``OUT/.lock``
+    (released by the operating system if it dies) across its training workers, and a
+    second study on the same folder is refused (``ConfigError``)."""
     from ..devices import pick_device
+    from ..train.checkpoint import RunLock
 
     _check(cfg)
     out = Path(cfg.out)
-    saved = _load_json(out / STUDY_JSON)
     if cfg.report_only:
-        return _report_only(cfg, out, saved)
+        return _report_only(cfg, out, _load_json(out / STUDY_JSON))
     device = pick_device(cfg.device)
     devices = _run_devices(cfg, device)  # a bad --devices fails before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out, what="vgg study"):
+        return _run(cfg, out, device, devices)
+
+
+def _run(cfg: StudyConfig, out: Path, device: torch.device, devices: list[torch.device]
+         ) -> StudyResult:
+    saved = _load_json(out / STUDY_JSON)
+    seeds = seeds_of(cfg)
     timings: dict[str, float] = {}
     request = _request(cfg, device)
-    budget_note = ""
+    scale, budget_note = _sizes(cfg, device, saved)
     if saved is not None and saved.get("request") == request:
-        scale = StudyScale.from_dict(saved["scale"])
-        budget_note = saved.get("budget_note", "")
         log.info("continuing the study in %s with its saved plan", out)
-    else:
-        scale = cfg.scale or make_scale(cfg.quick, device)
-        if cfg.budget is not None:
-            scale, budget_note = _fit_budget(scale, cfg.only, cfg.seeds, cfg.budget, device)
 
     t0 = time.perf_counter()
     data, data_text = _dataset(cfg, out, scale)
@@ -239,14 +322,14 @@ def run_study(cfg: StudyConfig) -> StudyResult:
 
         scale = replace(scale, classes=classes)
     timings["dataset"] = time.perf_counter() - t0
-    plan = plan_study(scale, cfg.only, cfg.seeds)
+    plan = plan_study(scale, cfg.only, seeds)
     keys = run_keys(plan, data_key)
     ctx = RunContext(out=out, data=data, data_key=data_key, device=device,
                      workers=cfg.workers, progress=cfg.progress)
     folders = {s.name: run_dir(ctx, s, keys[s.name]) for s in plan.runs}
     state = {"request": request, "scale": scale.to_dict(), "budget_note": budget_note,
              "data": str(data), "data_text": data_text, "data_key": data_key,
-             "tables": list(cfg.only), "seeds": cfg.seeds, "device": str(device),
+             "tables": list(cfg.only), "seeds": seeds, "device": str(device),
              "command": cfg.command, "runs": {n: str(f) for n, f in folders.items()},
              "timings": (saved or {}).get("timings", {}) if saved and
              saved.get("request") == request else {}}
@@ -254,7 +337,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
 
     t0 = time.perf_counter()
     log.info("study: %d runs, %d evaluations (%s; %d seed(s)) in %s", len(plan.runs),
-             len(plan.evals), ", ".join(cfg.only), cfg.seeds, out)
+             len(plan.evals), ", ".join(cfg.only), seeds, out)
     if len(devices) > 1:
         from .parallel import train_parallel
 
@@ -341,6 +424,8 @@ def _write(out: Path, plan: StudyPlan, folders: dict[str, Path], state: dict[str
         log.info("%-14s %s%s%s", f.id, f.verdict,
                  f"  {f.interval.text()}" if f.interval else "",
                  f"  ({f.note})" if f.note else "")
+        if f.seeds_a:
+            log.info("%-14s   top-1 error %s", "", f.seeds_text())
     log.info("report: %s", path)
     return StudyResult(out=out, report=path, plan=plan, findings=found, timings=timings)
 
@@ -376,6 +461,8 @@ __all__ = [
     "StudyResult",
     "paired_bootstrap",
     "parse_budget",
+    "plan_text",
+    "study_plan",
     "parse_tables",
     "plan_study",
     "run_study",

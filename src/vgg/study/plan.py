@@ -6,7 +6,13 @@ Scaled-down nets are the paper's nets (``width``, ``fc_width``, ``crop``); the p
 scales are multiplied by crop / 224: S = 256 -> ``s``, S = 384 -> ``s_large``,
 [256; 512] -> [``s``, ``s_max``]. The chain of Sect. 3.1 is kept: C, D and E at the
 large S are fine-tuned from their small-S nets (lr / 10), and the jittered nets from the
-large-S nets.
+large-S nets. The jittered nets are compared with fixed-S nets given the same training:
+every arm trains ``epochs`` from scratch at S = ``s`` and then two fine-tuning stages of
+``finetune_epochs`` at lr / 10, at S (s, s), (s_large, s_large) or (s_large, jittered).
+
+The LRN comparison (Table 3: A vs A-LRN) and the initialisation study use nets without
+batch norm, as the paper's; the other tables use batch norm so that every net trains from
+scratch in few epochs (docs/study.md).
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ TABLES: tuple[str, ...] = ("table3", "table4", "table5", "table6", "init")
 ARCHS: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # by depth (Table 1)
 SCALED: tuple[str, ...] = ("C", "D", "E")  # the nets trained at S=384 and jittered
 PAPER_CROP = 224
+NO_BN_LR = 0.01  # Sect. 3.1's learning rate, for the nets without batch norm
+# Run-name labels of the initialisation schemes (vgg.model.INIT_SCHEMES)
+INIT_LABELS = {"gaussian": "N(0,0.01)", "gaussian-scaled": "N(0,0.01)-scaled",
+               "glorot": "Glorot", "kaiming": "He"}
 
 
 @dataclass(frozen=True)
@@ -38,14 +48,19 @@ class StudyScale:
     width: float
     fc_width: int
     crop: int
-    epochs: int            # nets trained from scratch (A, A-LRN, B, C, D, E at small S)
-    finetune_epochs: int   # S = 384-style and jittered nets, fine-tuned (lr / 10)
-    init_epochs: int       # the initialisation study's nets (no batch norm)
+    epochs: int            # nets trained from scratch (A, B, C, D, E with BN, at small S)
+    finetune_epochs: int   # each fine-tuning stage (S = 384-style, jittered, equal-pass arms)
+    init_epochs: int       # the nets without batch norm (LRN pair, initialisation study)
     batch: int
     lr: float
     patience: int
     init_archs: tuple[str, ...]  # the deep nets of the initialisation study
-    archs: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # Table 3's nets
+    archs: tuple[str, ...] = ("A", "A-LRN", "B", "C", "D", "E")  # Table 3's nets, with BN
+    # the nets without batch norm start from the paper's N(0, 0.01), scaled per layer
+    # (SPEC 6b: "gaussian-scaled") or not ("gaussian")
+    paper_init: str = "gaussian-scaled"
+    amp: str = "none"      # the training runs' mixed precision (TrainConfig.amp)
+    scaled_archs: tuple[str, ...] = SCALED  # the nets trained at S = 384 and jittered
 
     @property
     def s(self) -> int:
@@ -69,11 +84,22 @@ class StudyScale:
         return replace(self, epochs=f(self.epochs), finetune_epochs=f(self.finetune_epochs),
                        init_epochs=f(self.init_epochs))
 
+    @property
+    def chain_archs(self) -> tuple[str, ...]:
+        """The nets trained at S = 384 and jittered: those of ``scaled_archs`` (C, D, E)
+        that the study has."""
+        return tuple(a for a in SCALED if a in self.archs and a in self.scaled_archs)
+
+    @property
+    def paper_init_label(self) -> str:
+        return INIT_LABELS[self.paper_init]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["object_size"] = list(self.object_size)
         d["init_archs"] = list(self.init_archs)
         d["archs"] = list(self.archs)
+        d["scaled_archs"] = list(self.scaled_archs)
         return d
 
     @classmethod
@@ -83,6 +109,9 @@ class StudyScale:
             d["object_size"] = tuple(d["object_size"])
             d["init_archs"] = tuple(d["init_archs"])
             d["archs"] = tuple(d.get("archs", cls.archs))
+            d["scaled_archs"] = tuple(d.get("scaled_archs", SCALED))
+            if d.get("paper_init", cls.paper_init) not in INIT_LABELS:
+                raise TypeError(f"unknown paper_init {d['paper_init']!r}")
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"study.json: unreadable plan ({e})") from None
@@ -107,6 +136,7 @@ def make_scale(quick: bool, device: torch.device) -> StudyScale:
     common: dict[str, Any] = dict(object_size=(0.3, 0.8), clutter=0.5, batch=64,
                                   lr=0.02, patience=2, fc_width=1024)
     if device.type == "cuda":
+        common["amp"] = "bf16"
         return StudyScale(classes=14, train_per_class=1500 if quick else 4000,
                           val_per_class=100 if quick else 200, min_side=72, max_side=160,
                           width=0.5, crop=64, epochs=8 if quick else 24,
@@ -156,7 +186,8 @@ class RunSpec:
         return {"arch": self.arch, "batch_norm": self.batch_norm, "scale": list(self.scale),
                 "epochs": self.epochs, "lr": self.lr, "init": self.init, "seed": self.seed,
                 "mode": self.mode, "width": scale.width, "fc_width": scale.fc_width,
-                "crop": scale.crop, "batch": scale.batch, "patience": scale.patience}
+                "crop": scale.crop, "batch": scale.batch, "patience": scale.patience,
+                "amp": scale.amp}
 
 
 @dataclass(frozen=True)
@@ -190,6 +221,17 @@ class StudyPlan:
         """The run names of ``base`` ("D S=37") over the seeds."""
         return [seeded(base, s) for s in range(self.seeds)]
 
+    def chain(self, name: str) -> list[RunSpec]:
+        """The run ``name`` and its ancestors, the run trained from scratch first."""
+        out = [self.run(name)]
+        while out[0].parent is not None:
+            out.insert(0, self.run(out[0].parent))
+        return out
+
+    def total_epochs(self, name: str) -> int:
+        """Epochs of ``name`` counted from scratch: its own and its ancestors'."""
+        return sum(r.epochs for r in self.chain(name))
+
 
 def seeded(base: str, seed: int) -> str:
     return base if seed == 0 else f"{base} seed{seed}"
@@ -222,6 +264,28 @@ def _jit(a: str, sc: StudyScale) -> str:
     return f"{a} S=[{sc.s};{sc.s_max}]"
 
 
+def _fixed_ft(a: str, sc: StudyScale, stages: int) -> str:
+    """The S = 256 arm of the jittering comparison: ``stages`` fine-tuning stages at S."""
+    return f"{a} S={sc.s} +{stages}ft"
+
+
+def _large_ft(a: str, sc: StudyScale) -> str:
+    """The S = 384 arm: the S = 384 net fine-tuned for one more stage at S = 384."""
+    return f"{a} S={sc.s_large} +1ft"
+
+
+def no_bn(a: str, sc: StudyScale, how: str | None = None) -> str:
+    """A net without batch norm: ``how`` is an init label or "from A" (default: the
+    paper's init of this study)."""
+    return f"{a}-noBN S={sc.s} {how or sc.paper_init_label}"
+
+
+def jitter_arms(a: str, sc: StudyScale) -> dict[str, str]:
+    """The three arms of the jittering comparison for net ``a``, each trained for
+    ``epochs`` + 2 x ``finetune_epochs``: fixed S = 256, fixed S = 384, jittered."""
+    return {"256": _fixed_ft(a, sc, 2), "384": _large_ft(a, sc), "jittered": _jit(a, sc)}
+
+
 def single_q(spec: RunSpec) -> int:
     """Sect. 3.2 single-scale testing: Q = S, or the middle of the jitter range."""
     return (spec.scale[0] + spec.scale[1]) // 2
@@ -243,47 +307,57 @@ def _base_runs(sc: StudyScale, seed: int) -> dict[str, RunSpec]:
         out[spec.name] = spec
 
     ft_lr = sc.lr / 10  # Sect. 3.1: S = 384 nets start from S = 256 with lr 1e-3
+
+    def finetune(name: str, a: str, scale: tuple[int, int], parent: str) -> None:
+        add(RunSpec(seeded(name, seed), a, True, scale, sc.finetune_epochs, ft_lr,
+                    "kaiming", seed, parent=seeded(parent, seed), mode="finetune"))
+
     for a in sc.archs:
         add(RunSpec(seeded(_fixed(a, sc), seed), a, True, (sc.s, sc.s), sc.epochs, sc.lr,
                     "kaiming", seed))
-    for a in (a for a in SCALED if a in sc.archs):
-        add(RunSpec(seeded(_large(a, sc), seed), a, True, (sc.s_large, sc.s_large),
-                    sc.finetune_epochs, ft_lr, "kaiming", seed,
-                    parent=seeded(_fixed(a, sc), seed), mode="finetune"))
-        add(RunSpec(seeded(_jit(a, sc), seed), a, True, (sc.s, sc.s_max),
-                    sc.finetune_epochs, ft_lr, "kaiming", seed,
-                    parent=seeded(_large(a, sc), seed), mode="finetune"))
-    # Sect. 3.1, no batch norm: A from N(0, 0.01); deep nets from N(0, 0.01), from A, Glorot
-    add(RunSpec(seeded(f"A-noBN S={sc.s} N(0,0.01)", seed), "A", False, (sc.s, sc.s),
-                sc.init_epochs, 0.01, "gaussian", seed))
+    for a in sc.chain_archs:
+        small, large = (sc.s, sc.s), (sc.s_large, sc.s_large)
+        finetune(_large(a, sc), a, large, _fixed(a, sc))
+        finetune(_jit(a, sc), a, (sc.s, sc.s_max), _large(a, sc))
+        # the fixed-S arms at the jittered chain's budget (two fine-tuning stages)
+        finetune(_fixed_ft(a, sc, 1), a, small, _fixed(a, sc))
+        finetune(_fixed_ft(a, sc, 2), a, small, _fixed_ft(a, sc, 1))
+        finetune(_large_ft(a, sc), a, large, _large(a, sc))
+    # Sect. 3.1 and Table 3's LRN pair, without batch norm: A and A-LRN from the paper's
+    # init; deep nets from it, from A, and Glorot
+    for a in ("A", "A-LRN"):
+        add(RunSpec(seeded(no_bn(a, sc), seed), a, False, (sc.s, sc.s), sc.init_epochs,
+                    NO_BN_LR, sc.paper_init, seed))
     for a in sc.init_archs:
-        add(RunSpec(seeded(f"{a}-noBN S={sc.s} N(0,0.01)", seed), a, False, (sc.s, sc.s),
-                    sc.init_epochs, 0.01, "gaussian", seed))
-        add(RunSpec(seeded(f"{a}-noBN S={sc.s} from A", seed), a, False, (sc.s, sc.s),
-                    sc.init_epochs, 0.01, "gaussian", seed,
-                    parent=seeded(f"A-noBN S={sc.s} N(0,0.01)", seed), mode="init_from"))
-        add(RunSpec(seeded(f"{a}-noBN S={sc.s} Glorot", seed), a, False, (sc.s, sc.s),
-                    sc.init_epochs, 0.01, "glorot", seed))
+        add(RunSpec(seeded(no_bn(a, sc), seed), a, False, (sc.s, sc.s), sc.init_epochs,
+                    NO_BN_LR, sc.paper_init, seed))
+        add(RunSpec(seeded(no_bn(a, sc, "from A"), seed), a, False, (sc.s, sc.s),
+                    sc.init_epochs, NO_BN_LR, sc.paper_init, seed,
+                    parent=seeded(no_bn("A", sc), seed), mode="init_from"))
+        add(RunSpec(seeded(no_bn(a, sc, "Glorot"), seed), a, False, (sc.s, sc.s),
+                    sc.init_epochs, NO_BN_LR, "glorot", seed))
     return out
 
 
 def table_runs(table: str, sc: StudyScale) -> list[str]:
     """The base names (seed 0) of the nets a table reports."""
-    scaled = [a for a in SCALED if a in sc.archs]
+    scaled = sc.chain_archs
     if table == "table3":
-        return ([_fixed(a, sc) for a in sc.archs]
-                + [f(a, sc) for a in scaled for f in (_large, _jit)])
+        return ([no_bn(a, sc) for a in ("A", "A-LRN")]
+                + [_fixed(a, sc) for a in sc.archs]
+                + [f(a, sc) for a in scaled for f in (_large, _jit)]
+                + [n for a in scaled for n in (_fixed_ft(a, sc, 2), _large_ft(a, sc))])
     if table == "table4":
         return [f(a, sc) for a in scaled for f in (_large, _jit)]
     if table in ("table5", "table6"):
-        need = [a for a in ("D", "E") if a in sc.archs]
+        need = [a for a in ("D", "E") if a in sc.chain_archs]
         if len(need) < 2 and table == "table6":
-            raise ConfigError("Table 6 fuses D and E: the study's nets must include both")
+            raise ConfigError("Table 6 fuses the jittered D and E: the study's nets must "
+                              "include both")
         return [_jit(a, sc) for a in need]
     if table == "init":
-        return [f"A-noBN S={sc.s} N(0,0.01)"] + [
-            f"{a}-noBN S={sc.s} {how}" for a in sc.init_archs
-            for how in ("N(0,0.01)", "from A", "Glorot")]
+        return [no_bn("A", sc)] + [no_bn(a, sc, how) for a in sc.init_archs
+                                   for how in (None, "from A", "Glorot")]
     raise ConfigError(f"unknown table {table!r}")
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from ..checkpoint import atomic_write
-from .plan import StudyPlan
+from .plan import NO_BN_LR, StudyPlan
 from .results import Finding, StudyResults, findings, table_rows
-from .verdict import BOOTSTRAP, EQUIVALENCE, HOLDS, LEVEL
+from .verdict import BOOTSTRAP, EQUIVALENCE, HOLDS, LEVEL, MIN_SEEDS
 
 TITLES = {
     "table3": "Table 3: single test scale (dense evaluation)",
@@ -26,12 +26,13 @@ TITLES = {
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = ("| ConvNet | method | paper: train S | paper: test Q | paper: top-1 | "
-            "paper: top-5 | ours: train S | ours: test Q | ours: top-1 | ours: top-5 |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "paper: top-5 | ours: train S | ours: epochs | ours: test Q | ours: top-1 | "
+            "ours: top-5 |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['method']} | {r['paper_S']} | {r['paper_Q']} | "
-                     f"{r['paper_top1']} | {r['paper_top5']} | {r['S']} | {r['Q']} | "
-                     f"{r['top1']} | {r['top5']} |")
+                     f"{r['paper_top1']} | {r['paper_top5']} | {r['S']} | {r['epochs']} | "
+                     f"{r['Q']} | {r['top1']} | {r['top5']} |")
     return "\n".join(lines)
 
 
@@ -45,8 +46,10 @@ def _plt() -> Any:
 
 
 def plot_depth(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Error vs depth at fixed S: ours and the paper's, on two axes."""
-    fixed = [r for r in rows if r["paper_S"] == "256" and r["top1_value"] is not None]
+    """Error vs depth at fixed S (the nets with batch norm): ours and the paper's, on two
+    axes."""
+    fixed = [r for r in rows if r["paper_S"] == "256" and r["top1_value"] is not None
+             and r["config"].endswith("-BN") and r["paper_top1"] != "-"]
     if not fixed:
         return None
     plt = _plt()
@@ -117,11 +120,23 @@ def plot_init(res: StudyResults, path: Path) -> Path | None:
 def _verdict_line(f: Finding) -> str:
     mark = {"holds": "holds", "does not hold": "**does not hold**"}.get(
         f.verdict, "*inconclusive at this scale*")
-    ci = f" Measured {f.compared}: {f.interval.text()}." if f.interval else ""
-    why = (f" Possible reason at this scale: {f.reason}." if f.verdict != HOLDS and f.reason
-           else "")
+    ci = f" Measured {f.spec.compared}: {f.interval.text()}." if f.interval else ""
+    seeds = f" Top-1 error {f.seeds_text()}." if f.seeds_a else ""
+    why = (f" Possible reason at this scale: {f.spec.reason}." if f.verdict != HOLDS
+           and f.spec.reason else "")
     note = f" ({f.note})" if f.note else ""
-    return f"- **{f.claim}** — {mark}.{ci} Paper: {f.paper}.{why}{note}"
+    return f"- **{f.claim}** — {mark}.{ci}{seeds} Paper: {f.spec.paper}.{why}{note}"
+
+
+def stride_text(res: StudyResults) -> str:
+    """Which output stride the dense evaluations used, as their saved files record it."""
+    strides = res.dense_strides()
+    if strides:
+        return (f"Dense evaluation at output stride {', '.join(map(str, strides))} pixels "
+                f"(read from the saved evaluations; SPEC 6b: about crop / 7, for the "
+                f"paper's overlap of neighbouring windows).")
+    return ("Dense evaluation: the saved evaluations do not record an output stride (a "
+            "vgg.eval without that option applies the net at stride 32).")
 
 
 def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, Any]
@@ -142,18 +157,23 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
         "",
         "## Findings",
         "",
-        f"Each verdict comes from a paired bootstrap ({BOOTSTRAP} resamples of the "
-        f"validation images, {100 * LEVEL:.0f}% interval) of the difference of two top-1 "
-        f"errors; with several seeds each image's error is first averaged over them. "
-        f"*holds*: the whole interval favours the paper's claim; *does not hold*: it "
-        f"favours the opposite; otherwise *inconclusive at this scale*. \"Does not help\" "
-        f"holds when the interval of the gain stays below {100 * EQUIVALENCE:.0f} points. "
-        f"Differences are in points of top-1 error, positive in the claim's favour.",
+        f"Each verdict comes from a hierarchical, paired bootstrap ({BOOTSTRAP} "
+        f"resamples, {100 * LEVEL:.0f}% interval) of the difference of two top-1 errors: "
+        f"each resample draws the seeds with replacement (paired by seed index), then the "
+        f"validation images, so the interval holds both the seed-to-seed and the "
+        f"image-to-image noise. *holds*: the whole interval favours the paper's claim; "
+        f"*does not hold*: it favours the opposite; otherwise *inconclusive at this "
+        f"scale*. \"Does not help\" holds when the interval of the gain stays below "
+        f"{100 * EQUIVALENCE:.0f} points. A verdict needs at least {MIN_SEEDS} seeds a "
+        f"side. Differences are in points of top-1 error, positive in the claim's favour; "
+        f"per-seed errors are given as values (mean ± sample std).",
         "",
         *[_verdict_line(f) for f in found],
         "",
         f"Chance level: {100 * (1 - 1 / sc.classes):.1f}% top-1 error ({sc.classes} "
         f"classes); a net near it has not learnt, and no finding can be read from it.",
+        "",
+        stride_text(res),
         "",
     ]
     rows_by_table = {t: table_rows(res, t) for t in plan.tables}
@@ -163,7 +183,7 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
             p = plot_depth(rows_by_table[t], out / "depth.png")
             groups: dict[str, dict[str, float]] = {}
             for r in rows_by_table[t]:
-                if r["config"] in ("C", "D", "E") and r["top1_value"] is not None:
+                if r["config"] in ("C-BN", "D-BN", "E-BN") and r["top1_value"] is not None:
                     groups.setdefault(r["config"], {})[f"S={r['S']}"] = r["top1_value"]
             q = plot_bars(groups, out / "scale.png", "Fixed vs jittered training scale "
                                                      "(one test scale)")
@@ -181,20 +201,39 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
             lines += [f"![initialisation study]({p.name})" if p else "", "",
                       "The paper trains these nets without batch norm from N(0, 0.01) only "
                       "after pre-initialising from net A; Glorot initialisation removes the "
-                      "need. Curves that stay at log(classes) stalled.", ""]
+                      f"need. Here they start from {sc.paper_init_label}"
+                      + (" (each layer's std times sqrt(full-size fan-in / fan-in), so "
+                         "it has the gain of the paper's layer)"
+                         if sc.paper_init == "gaussian-scaled" else "")
+                      + ", on the paper's input (the training set's mean RGB subtracted "
+                      "from 0..255 pixels). Pre-initialisation needs an A that has left "
+                      f"chance: A's row above ({100 * (1 - 1 / sc.classes):.0f}% is "
+                      "chance). Curves that stay at log(classes) stalled.", ""]
     lines += [
         "## Scale of this study",
         "",
         f"Nets: the paper's configurations at conv width x{sc.width:g}, FC {sc.fc_width}, "
-        f"crop {sc.crop} (paper 224); batch norm after every conv for Tables 3-6 (the "
-        f"paper has none; it lets every net train from He initialisation in few epochs), "
-        f"none in the initialisation study. Scales are the paper's times {sc.crop}/224: "
+        f"crop {sc.crop} (paper 224). Nets marked -BN have batch norm after every conv "
+        f"(the paper's have none; it lets every net train from He initialisation in few "
+        f"epochs); the LRN pair (A, A-LRN) and the initialisation study have none, as the "
+        f"paper's, and start from {sc.paper_init_label}"
+        + (" (SPEC 6b: each layer's std is 0.01 x sqrt(full-size fan-in / fan-in), the "
+           "per-layer gain of the paper's layer)" if sc.paper_init == "gaussian-scaled"
+           else "") + f", lr {NO_BN_LR:g}. Scales are the paper's times {sc.crop}/224: "
         f"S = 256 -> {sc.s}, 384 -> {sc.s_large}, [256;512] -> [{sc.s};{sc.s_max}]; the "
         f"S = {sc.s_large} nets are fine-tuned from the S = {sc.s} nets and the jittered "
-        f"nets from the S = {sc.s_large} nets (lr / 10), as in Sect. 3.1. Epochs: "
-        f"{sc.epochs} from scratch, {sc.finetune_epochs} fine-tuning, {sc.init_epochs} "
-        f"in the initialisation study; batch {sc.batch}, lr {sc.lr:g} (0.01 without batch "
-        f"norm), plateau schedule (patience {sc.patience}).",
+        f"nets from the S = {sc.s_large} nets (lr / 10), as in Sect. 3.1.",
+        "",
+        f"Budgets: {sc.epochs} epochs from scratch, {sc.finetune_epochs} per fine-tuning "
+        f"stage, {sc.init_epochs} for the nets without batch norm; batch {sc.batch}, lr "
+        f"{sc.lr:g} with batch norm, plateau schedule (patience {sc.patience}); "
+        f"{plan.seeds} seed(s) per net. Jittering is compared at equal training: the "
+        f"jittered nets ({sc.epochs} + {sc.finetune_epochs} at S = {sc.s_large} + "
+        f"{sc.finetune_epochs} jittered epochs) against S = {sc.s} nets given two "
+        f"fine-tuning stages of {sc.finetune_epochs} epochs at S = {sc.s} and S = "
+        f"{sc.s_large} nets given a second stage at S = {sc.s_large}: "
+        f"{sc.epochs + 2 * sc.finetune_epochs} epochs each, the same learning rates. The "
+        f"\"ours: epochs\" column gives each net's epochs from scratch, stage by stage.",
         "",
         f"Data: {info.get('data_text', '')}",
         "",

@@ -107,7 +107,7 @@ def train_config(ctx: RunContext, plan: StudyPlan, spec: RunSpec, folder: Path,
         scale=spec.scale, epochs=spec.epochs, batch=sc.batch, lr=spec.lr, init=spec.init,
         patience=sc.patience, schedule="plateau", seed=spec.seed,
         device=ctx.device.type if ctx.device.index is None else str(ctx.device),
-        amp="bf16" if ctx.device.type == "cuda" else "none", workers=ctx.workers,
+        amp=sc.amp, workers=ctx.workers,
         progress=ctx.progress, tensorboard=False, plot=True, overwrite=True, **src)
 
 

@@ -142,8 +142,9 @@ class RunLock:
     message naming the holder; a lock file left by a dead process is taken over with a
     warning. Use as a context manager, or ``acquire()`` / ``release()``."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, what: str = "vgg run") -> None:
         self.path = Path(run_dir) / LOCK
+        self.what = what  # who holds such locks, for the message ("vgg study")
         self._fd: int | None = None
 
     @staticmethod
@@ -166,7 +167,7 @@ class RunLock:
             except OSError:
                 text = os.pread(fd, 4096, 0).decode(errors="replace")
                 os.close(fd)
-                raise ConfigError(f"{self.path.parent} is in use by another vgg run "
+                raise ConfigError(f"{self.path.parent} is in use by another {self.what} "
                                   f"({self._holder(text)}); wait for it to finish or choose "
                                   f"another --out") from None
             try:  # the holder may have removed the file between our open and flock
