@@ -12,7 +12,7 @@ study's Tables 3-6 nets (lr 0.02); the others as its nets without batch norm (``
 0.01). Finished runs are reused (``OUT/NAME/done.json``).
 
 Run (as docs/study.md records):
-  python benchmarks/study_init.py --out /tmp/init --epochs 16 \
+  python benchmarks/study_init.py --out runs/init --epochs 16 \
       --run A-g=A:gaussian --run A-s=A:gaussian-scaled
 """
 

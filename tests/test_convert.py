@@ -81,7 +81,7 @@ def test_convert_every_format(files, tmp_path: Path, capsys) -> None:
         want = Preprocess.caffe() if fmt in ("caffe", "keras") else Preprocess.torchvision()
         assert ck.preprocess == want
         assert main(["convert", str(src), "--from", fmt, "--arch", "vgg16",
-                     "--out", str(tmp_path / "again.pt")]) == 0
+                     "--out", str(tmp_path / "again.pt"), "--overwrite"]) == 0
         if fmt != "keras":  # (the Keras file holds its own random weights)
             converted = ck.build_model()
             with torch.no_grad():
@@ -105,7 +105,7 @@ def test_convert_classes_file_and_errors(files, tmp_path: Path, capsys) -> None:
     (tmp_path / "two.txt").write_text("cat\ndog\n")
     for f in ("names.txt", "names.json"):
         assert main(["convert", str(tmp_path / "three.pth"), "--classes", str(tmp_path / f),
-                     "--out", str(tmp_path / "three.pt")]) == 0
+                     "--out", str(tmp_path / "three.pt"), "--overwrite"]) == 0
         assert load_checkpoint(tmp_path / "three.pt").classes == ["cat", "dog", "fox"]
     capsys.readouterr()
 

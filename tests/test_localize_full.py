@@ -354,7 +354,7 @@ def test_localisation_step_with_an_unreadable_share(tmp_path: Path,
     task = LocalisationTask(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     step = TrainStep(cfg, model, task, opt, grad_scaler("none"), stats=None,
-                     dist=D.DistInfo(), device=torch.device("cpu"), run_dir=tmp_path)
+                     dist=D.DistInfo(), device=torch.device("cpu"), run_dir=tmp_path, amp="none")
     step.dist = D.DistInfo(rank=1, world_size=2)  # the other rank read 2 images
 
     def other_rank(t: torch.Tensor, info: D.DistInfo) -> torch.Tensor:
