@@ -23,8 +23,8 @@ from typing import Any
 
 from ..data.actions import ActionSet, action_splits, folder_actions, read_actions
 from .features import ExtractOptions, Features, FeatureNet, stack_features
-from .protocols import (AP_NAMES, Outcome, TransferReport, _feature_sets, dataset_name,
-                        score_ap)
+from .protocols import AP_NAMES, _feature_sets, dataset_name, score_ap
+from .report import Outcome, TransferReport
 from .svm import C_GRID
 
 log = logging.getLogger(__name__)
