@@ -64,7 +64,10 @@ def amp_name(amp: str) -> str:
 
 def cpu_bf16_pays(shape: NetShape) -> bool:
     """Whether bf16 training measured faster than fp32 on a native-bf16 CPU for a net of
-    this shape (``benchmarks/bench_train.py``, docs/benchmarks.md): RULE_PLACEHOLDER"""
+    this shape (``benchmarks/bench_train.py``, docs/benchmarks.md "Training step"): at
+    batch 32, bf16 autocast ran 1.42x vgg's fp32 step for the demo's net (width 1/4,
+    crop 32), 1.64x for a crop-64 net and 1.89x for VGG-16; narrower nets were not
+    measured and stay fp32."""
     return shape.width >= 0.25
 
 
