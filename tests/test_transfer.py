@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -472,3 +473,22 @@ def test_two_extractions_on_one_out_the_second_refuses(tmp_path: Path) -> None:
             F.extract_features(tiny_net(), index_folder(tmp_path / "d"), [32], workers=0,
                                progress=False, out=out)
     assert not out.exists()
+
+
+def test_auto_layer_is_relu7_at_the_papers_fc_width_else_pool5(tmp_path: Path) -> None:
+    """Issue 24 item 23: the default layer follows the measurement (docs/transfer.md):
+    the paper's relu7 for nets with 4096-wide FC layers, pool5 for narrower ones."""
+    from types import SimpleNamespace
+
+    def fake(fc: int) -> Any:
+        return SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(fc_width=fc)))
+
+    assert F.resolve_layer("auto", [fake(4096)]) == F.resolve_layer(None, [fake(4096)]) == "relu7"
+    assert F.resolve_layer("auto", [fake(1024)]) == "pool5"
+    assert F.resolve_layer("auto", [fake(4096), fake(512)]) == "pool5"
+    assert F.resolve_layer("relu6", [fake(1024)]) == "relu6"
+    make_images(tmp_path / "d", sizes=[(40, 40)])
+    index = index_folder(tmp_path / "d")
+    net = tiny_net()  # FC narrower than 4096: pool5, and the file says so
+    got = F.extract_features(net, index, [32], workers=0, progress=False)
+    assert got.meta["layer"] == "pool5" and got.dim == F.layer_dim(net, "pool5")

@@ -14,8 +14,10 @@ from . import (MAX_PER_CLASS, MAX_SPLITS, add_dense_stride_flag, add_inference_f
 if TYPE_CHECKING:
     from ..transfer.features import ExtractOptions
 
-LAYER_HELP = ("the map to pool: relu7 (default; the penultimate layer, FC7 after its ReLU, "
-              "4096-D at full size), relu6, fc7, or a conv layer such as relu5_3")
+LAYER_HELP = ("the map to pool: auto (default): relu7, the paper's penultimate layer (FC7 "
+              "after its ReLU), for nets with the paper's FC width (4096), and pool5 for "
+              "narrower, scaled-down nets, where it measured better (docs/transfer.md); or "
+              "a name: relu7, relu6, fc7, pool5, relu5_3, ...")
 
 
 def _add_extract_flags(p: argparse.ArgumentParser) -> None:
@@ -23,7 +25,7 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
                    help="test scales (smaller image side); default Appendix B's, scaled by "
                         "crop/224: 256,384,512,640,768 to average (VOC), 256,384,512 to "
                         "stack (Caltech)")
-    p.add_argument("--layer", default="relu7", metavar="NAME", help=LAYER_HELP)
+    p.add_argument("--layer", default="auto", metavar="NAME", help=LAYER_HELP)
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not average with the mirror image's descriptor")
     add_dense_stride_flag(p)
@@ -231,7 +233,7 @@ def run_features(args: argparse.Namespace) -> int:
     feats = extract_with(nets, index, _extract_options(args, args.combine), out=args.out,
                          ids=ids, desc="boxes" if args.boxes else "features")
     skipped = f", {len(feats.skipped)} unreadable left out" if feats.skipped else ""
-    print(f"{len(feats)} descriptors of {feats.dim} dimensions ({args.layer}, Q "
+    print(f"{len(feats)} descriptors of {feats.dim} dimensions ({feats.meta['layer']}, Q "
           f"{','.join(map(str, feats.meta['scales']))}, stride "
           f"{feats.meta['dense_stride']}, {args.combine}, {feats.meta['precision']})"
           f"{skipped}: {args.out}")
