@@ -55,9 +55,9 @@ def test_descriptor_equals_the_hand_computation(tmp_path: Path) -> None:
     index = index_folder(tmp_path / "d")
     # stride 32: the plain net by hand (the default stride: test_transfer_cache.py)
     avg = F.extract_features(net, index, scales=[32, 40], combine="average", workers=0,
-                             progress=False, dense_stride=32)
+                             progress=False, dense_stride=32, layer="relu7")
     stk = F.extract_features(net, index, scales=[32, 40], combine="stack", workers=0,
-                             progress=False, dense_stride=32)
+                             progress=False, dense_stride=32, layer="relu7")
     from vgg.data.transforms import RescaleTransform
     per_q = []
     for q in (32, 40):
@@ -87,7 +87,7 @@ def test_two_nets_are_stacked_and_other_layers_pooled(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown layer"):
         F.extract_features(a, index, [32], layer="relu9_9", workers=0, progress=False)
     with pytest.raises(ConfigError, match="too small for relu7"):
-        F.extract_features(a, index, [24], workers=0, progress=False)
+        F.extract_features(a, index, [24], layer="relu7", workers=0, progress=False)
     assert F.paper_scales("average", 224) == [256, 384, 512, 640, 768]
     assert F.paper_scales("stack", 32) == [37, 55, 73]
 
@@ -432,7 +432,9 @@ def test_features_only_nets_pool_a_conv_layer(tmp_path: Path) -> None:
     f = F.extract_features(path, index, [64], layer="relu5_3", workers=0, progress=False)
     assert f.X.shape == (6, 32) and np.isfinite(f.X).all()
     with pytest.raises(ConfigError, match="no FC layers.*--layer relu5_3"):
-        F.extract_features(path, index, [64], workers=0, progress=False)
+        F.extract_features(path, index, [64], layer="relu7", workers=0, progress=False)
+    auto = F.extract_features(path, index, [64], workers=0, progress=False)
+    assert auto.meta["layer"] == "pool5"  # the default pools a conv layer of such a net
 
 
 def test_split_class_folders_and_voc_devkit_roots(voc: Path, tmp_path: Path,
@@ -481,7 +483,8 @@ def test_auto_layer_is_relu7_at_the_papers_fc_width_else_pool5(tmp_path: Path) -
     from types import SimpleNamespace
 
     def fake(fc: int) -> Any:
-        return SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(fc_width=fc)))
+        return SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(fc_width=fc)),
+                               features_only=False)
 
     assert F.resolve_layer("auto", [fake(4096)]) == F.resolve_layer(None, [fake(4096)]) == "relu7"
     assert F.resolve_layer("auto", [fake(1024)]) == "pool5"

@@ -32,8 +32,8 @@ def index(tmp_path: Path):
 
 def test_descriptors_pool_the_map_at_the_crops_stride(index) -> None:
     net = tiny_net()  # crop 32: default stride 4
-    auto = F.extract_features(net, index, [40], **KW)
-    s32 = F.extract_features(net, index, [40], dense_stride=32, **KW)
+    auto = F.extract_features(net, index, [40], layer="relu7", **KW)
+    s32 = F.extract_features(net, index, [40], dense_stride=32, layer="relu7", **KW)
     assert auto.meta["dense_stride"] == 4 and s32.meta["dense_stride"] == 32
     fcn = net.to_fully_conv(4)
     x = net.preprocess(RescaleTransform(40)(index.samples[0][0])["image"][None])

@@ -159,7 +159,8 @@ def check_combine(combine: str) -> str:
 
 def resolve_layer(layer: str | None, nets: Sequence[FeatureNet]) -> str:
     """The layer whose map is pooled: ``layer`` itself, or for ``"auto"`` (and None) the
-    paper's relu7 when every net has the paper's FC width (4096) and pool5 otherwise.
+    paper's relu7 when every net has the paper's FC width (4096) and pool5 otherwise (also
+    for a features-only net, which has no FC layers).
 
     Measured (docs/transfer.md, "Which layer transfers"): a crop-64 A-BN net (width 1/4,
     FC 1024) trained on 51 Caltech-101 classes, its descriptors on the other 51 classes
@@ -168,7 +169,8 @@ def resolve_layer(layer: str | None, nets: Sequence[FeatureNet]) -> str:
     shape: a scaled-down net's narrow FC layers fit its own classes, and its conv features
     are what transfers."""
     if layer is None or layer == "auto":
-        paper_fc = all(n.model.config.fc_width >= PAPER_FC_WIDTH for n in nets)
+        paper_fc = all(n.model.config.fc_width >= PAPER_FC_WIDTH and not n.features_only
+                       for n in nets)
         return DEFAULT_LAYER if paper_fc else SMALL_NET_LAYER
     return layer
 
