@@ -49,8 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "settings (finished runs are reused, interrupted ones resumed), then "
                     "write OUT/report.md: each table with the paper's numbers beside ours, "
                     "a verdict per finding (holds / does not hold / inconclusive at this "
-                    "scale) from a paired bootstrap over validation images, and plots. "
-                    "docs/study.md gives the measured wall times.")
+                    "scale) from a bootstrap over seeds, then validation images (3 seeds "
+                    "a net by default), and plots. `--plan` lists every run and finding "
+                    "without training. "
+                    "docs/study.md gives the time it takes.")
     p.add_argument("--out", type=Path, default=Path("vgg-study"),
                    help="study folder (default vgg-study): data/, runs/, report.md")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
