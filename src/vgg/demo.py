@@ -78,8 +78,8 @@ def make_plan(quick: bool, device: torch.device) -> DemoPlan:
                         loc_epochs=4 if quick else 12, loc_lr=0.01,
                         **common)  # type: ignore[arg-type]
     if quick:
-        return DemoPlan(train_per_class=500, val_per_class=25, min_side=40, max_side=64,
-                        width=0.25, crop=32, scale=(36, 48), epochs=10, loc_epochs=2,
+        return DemoPlan(train_per_class=560, val_per_class=25, min_side=40, max_side=64,
+                        width=0.25, crop=32, scale=(36, 48), epochs=11, loc_epochs=2,
                         loc_lr=0.01, **common)  # type: ignore[arg-type]
     return DemoPlan(train_per_class=1200, val_per_class=80, min_side=40, max_side=72,
                     width=0.25, crop=32, scale=(36, 48), epochs=26, loc_epochs=5,
