@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,20 @@ class _SigintInDel:
 # the point of these tests: Python reports the KeyboardInterrupt raised in __del__ as
 # "unraisable" and drops it
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_us() -> Iterator[None]:
+    """Python's own SIGINT handler while a test runs. A shell that starts the suite in the
+    background (`.ci/run &`) has SIGINT ignored (POSIX: asynchronous commands of a
+    non-interactive shell), and an ignored signal stays ignored in every child process,
+    so without this the tests would measure the shell, not vgg. (A Python handler is
+    reset to the default by exec, so the CLI subprocesses get Python's usual Ctrl-C.)"""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_a_sigint_swallowed_by_a_del_is_raised_again_by_check() -> None:
