@@ -165,7 +165,7 @@ def batch_size(text: str) -> int:
 
 
 def jobs_count(text: str) -> int:
-    """argparse type: worker processes that compute (SVM fits), 1 .. MAX_WORKERS."""
+    """argparse type: CPU threads that fit SVMs (--jobs), 1 .. MAX_WORKERS."""
     from ..settings import MAX_WORKERS
 
     return int_in(1, MAX_WORKERS)(text)
