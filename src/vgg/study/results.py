@@ -225,11 +225,12 @@ class StudyResults:
 
     def dense_strides(self) -> list[int]:
         """The output strides the saved dense evaluations were made at, as their files
-        record them (``dense_stride`` in the posteriors' metadata; absent from files of a
-        vgg.eval that had no such option)."""
+        record them (``dense_stride`` in the posteriors' metadata, of dense and of
+        multi-crop & dense evaluations; absent from files of a vgg.eval that had no such
+        option)."""
         found: set[int] = set()
         for spec in self.plan.evals:
-            if spec.method == "dense" and spec.run in self.folders:
+            if spec.method in ("dense", "both") and spec.run in self.folders:
                 got = self._post(spec.run, spec.file)
                 if got is not None and isinstance(got[2].get("dense_stride"), int):
                     found.add(got[2]["dense_stride"])
