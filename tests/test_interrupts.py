@@ -120,6 +120,8 @@ def test_ctrl_c_during_features_with_workers_ends_130_and_keeps_the_shards(
             break  # finished before the signal: the machine is fast; enough tries made
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
+        if proc.returncode != 130 and out.is_file() and not shard.exists():
+            break  # the run had finished and was exiting when the signal came: fine
         assert proc.returncode == 130, (delay, err.decode()[-1500:])
         assert not out.exists() and (shard / "manifest.json").is_file()
     else:
