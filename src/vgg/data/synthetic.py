@@ -34,6 +34,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -283,18 +284,24 @@ def _make_one(job: tuple) -> tuple[str, str, list[tuple[str, bool]]]:
     return split, stem, [(b.name, False) for b in boxes]
 
 
+def devkit_splits(made: list[Any]) -> dict[str, list[Any]]:
+    """The devkit's image sets of generated images ``(split, id, ...)`` sorted by id:
+    trainval = our train images, test = our val images, and trainval cut into train and
+    val (every VAL_EVERY-th image to val)."""
+    made = sorted(made, key=lambda m: m[1])
+    trainval = [m for m in made if m[0] == "train"]
+    return {"trainval": trainval, "test": [m for m in made if m[0] == "val"],
+            "train": [m for k, m in enumerate(trainval) if k % VAL_EVERY],
+            "val": [m for k, m in enumerate(trainval) if not k % VAL_EVERY]}
+
+
 def _write_voc_lists(out: Path, names: list[str],
                      made: list[tuple[str, str, list[tuple[str, bool]]]]) -> None:
     """ImageSets/Main of a VOC devkit: train/val/trainval/test.txt and, per class,
     <class>_<split>.txt with the devkit's 1 / -1 / 0 (only difficult objects) labels."""
     main = out / "ImageSets" / "Main"
     main.mkdir(parents=True, exist_ok=True)
-    made = sorted(made, key=lambda m: m[1])
-    trainval = [m for m in made if m[0] == "train"]
-    sets = {"trainval": trainval, "test": [m for m in made if m[0] == "val"],
-            "train": [m for k, m in enumerate(trainval) if k % VAL_EVERY],
-            "val": [m for k, m in enumerate(trainval) if not k % VAL_EVERY]}
-    for split, items in sets.items():
+    for split, items in devkit_splits(made).items():
         if not items:
             continue
         (main / f"{split}.txt").write_text("".join(f"{vid}\n" for _, vid, _ in items))

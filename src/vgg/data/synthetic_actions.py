@@ -41,7 +41,7 @@ from ..errors import ConfigError
 from .actions import ACTIONS, OTHER, PERSON
 from .box_formats import write_voc_xml
 from .boxes import Box
-from .synthetic import _SS, SHAPE_NAMES, VAL_EVERY, _background, _distractors, _ngon, \
+from .synthetic import _SS, SHAPE_NAMES, devkit_splits, _background, _distractors, _ngon, \
     _object_polys
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,7 @@ def _write_action_lists(out: Path, names: list[str],
     "<id> <object index> <flag>" for every person of the split."""
     adir = out / "ImageSets" / "Action"
     adir.mkdir(parents=True, exist_ok=True)
-    made = sorted(made, key=lambda m: m[1])
-    trainval = [m for m in made if m[0] == "train"]
-    sets = {"trainval": trainval, "test": [m for m in made if m[0] == "val"],
-            "train": [m for k, m in enumerate(trainval) if k % VAL_EVERY],
-            "val": [m for k, m in enumerate(trainval) if not k % VAL_EVERY]}
-    for split, items in sets.items():
+    for split, items in devkit_splits(made).items():
         if not items:
             continue
         (adir / f"{split}.txt").write_text("".join(f"{vid}\n" for _, vid, _ in items))
