@@ -103,6 +103,31 @@ def test_bf16_autocast_runs_bf16_convolutions_over_fp32_weights() -> None:
         assert model(torch.zeros(1, 3, 32, 32)).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_lrn_net_trains_and_runs_in_bf16_with_the_fp32_layer(batch_norm: bool) -> None:
+    """A-LRN under bf16 autocast (a study run) and as a bf16 model (inference): torch has
+    no bf16 CPU kernel for LRN's windowed sum, so the layer computes in fp32, matching
+    the fp32 layer to bf16's precision, and hands bf16 on."""
+    torch.manual_seed(0)
+    model = build("A-LRN", batch_norm=batch_norm, width=1 / 16, fc_width=32, crop=32,
+                  num_classes=3, init="glorot")
+    lrn = next(m for m in model.modules() if isinstance(m, nn.LocalResponseNorm))
+    x = torch.randn(2, 3, 32, 32) * 60
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in model.parameters() if p.requires_grad)
+    a = torch.rand(2, 4, 5, 5) * 40
+    ref = lrn(a)
+    got = lrn(a.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), ref, rtol=2e-2, atol=1e-2)
+    with torch.no_grad():
+        assert model.eval().bfloat16()(x.bfloat16()).dtype == torch.bfloat16
+
+
 def test_amp_dtype_and_resolution_follow_the_hardware(native, monkeypatch) -> None:
     assert amp_dtype("none", CPU) is None and amp_dtype("bf16", CPU) is torch.bfloat16
     with pytest.raises(ConfigError, match="--amp fp16 needs a CUDA device"):
