@@ -56,21 +56,23 @@ def test_plan_has_every_table_and_parents_first() -> None:
             assert names.index(r.parent) < names.index(r.name)
     s, big, top = sc.s, sc.s_large, sc.s_max
     assert (s, big, top) == (37, 55, 73)  # 256, 384, 512 scaled by 32 / 224
-    # Table 3: the nets with batch norm at fixed S, and the S=384 -> jittered chain
+    # Table 3: the nets with batch norm at fixed S; S=384 and jittered fine-tuned from S
     for a in sc.archs:
         assert plan.run(f"{a} S={s}").scale == (s, s) and plan.run(f"{a} S={s}").batch_norm
     jd = plan.run(f"D S=[{s};{top}]")
-    assert jd.parent == f"D S={big}" and jd.mode == "finetune" and jd.scale == (s, top)
+    assert jd.parent == f"D S={s}" and jd.mode == "finetune" and jd.scale == (s, top)
     assert plan.run(f"D S={big}").parent == f"D S={s}"
     assert plan.run(f"D S={big}").lr == pytest.approx(sc.lr / 10)
     # init study: no batch norm; the paper's N(0, 0.01) scaled per layer (SPEC 6b),
-    # pre-initialised from A, Glorot
-    paper = f"A-noBN S={s} N(0,0.01)-scaled"
+    # pre-initialised from the LRN pair's A (Glorot, which leaves chance), Glorot
+    a_net = f"A-noBN S={s} Glorot"
     pre = plan.run(f"E-noBN S={s} from A")
-    assert pre.mode == "init_from" and pre.parent == paper
+    assert pre.mode == "init_from" and pre.parent == a_net
+    assert pre.init == "gaussian-scaled"  # the layers not copied from A
     assert not pre.batch_norm and plan.run(f"E-noBN S={s} Glorot").init == "glorot"
     assert plan.run(f"E-noBN S={s} N(0,0.01)-scaled").init == "gaussian-scaled"
-    assert plan.run(paper).init == "gaussian-scaled" and plan.run(paper).lr == 0.01
+    assert plan.run(a_net).init == "glorot" and plan.run(a_net).lr == 0.01
+    assert plan.run(f"A-LRN-noBN S={s} Glorot").init == "glorot"
     # evaluations: Table 4 at {Smin, mid, Smax}; Table 5 dense + multi-crop there too
     evs = {(e.run, e.method, e.scales) for e in plan.evals}
     assert (f"D S=[{s};{top}]", "dense", (s, big)) not in evs
@@ -94,11 +96,11 @@ def test_plan_lrn_without_batch_norm_and_jitter_at_equal_passes() -> None:
             for k in range(3)]
     assert {r.arch for r in runs} == {"A", "A-LRN"}
     assert not any(r.batch_norm for r in runs)
-    assert {r.init for r in runs} == {sc.paper_init} and {r.seed for r in runs} == {0, 1, 2}
+    assert {r.init for r in runs} == {sc.lrn_init} and {r.seed for r in runs} == {0, 1, 2}
     if "lrn-bn" in specs:  # the pair with batch norm, if any, says it is not the paper's
         assert "not the paper's comparison" in specs["lrn-bn"].label
-    # jittering: three arms per net, each epochs + 2 x finetune_epochs from scratch
-    budget = sc.epochs + 2 * sc.finetune_epochs
+    # jittering: three arms per net, each epochs + finetune_epochs from scratch
+    budget = sc.epochs + sc.finetune_epochs
     for ref in ("256", "384"):
         f = specs[f"jitter-{ref}"]
         assert [plan.run(b).scale for b in f.b.runs] == [(sc.s, sc.s_max)] * len(f.b.runs)
@@ -109,14 +111,17 @@ def test_plan_lrn_without_batch_norm_and_jitter_at_equal_passes() -> None:
         for name in f.a.runs + f.b.runs:
             chain = plan.chain(name)
             assert plan.total_epochs(name) == budget
-            assert [r.epochs for r in chain] == [sc.epochs, sc.finetune_epochs,
-                                                 sc.finetune_epochs]
-            assert [r.lr for r in chain] == [sc.lr, sc.lr / 10, sc.lr / 10]
+            assert [r.epochs for r in chain] == [sc.epochs, sc.finetune_epochs]
+            assert [r.lr for r in chain] == [sc.lr, sc.lr / 10]
             assert chain[0].name == f"{chain[0].arch} S={sc.s}"  # one shared parent
-    d_chain = [r.scale for r in plan.chain(f"D S={sc.s} +2ft")]
-    assert d_chain == [(sc.s, sc.s)] * 3
-    assert [r.scale for r in plan.chain(f"D S={sc.s_large} +1ft")] == \
-        [(sc.s, sc.s), (sc.s_large, sc.s_large), (sc.s_large, sc.s_large)]
+    assert [r.scale for r in plan.chain(f"D S={sc.s} +ft")] == [(sc.s, sc.s)] * 2
+    assert [r.scale for r in plan.chain(f"D S={sc.s_large}")] == \
+        [(sc.s, sc.s), (sc.s_large, sc.s_large)]
+    # image passes as stated: each arm's chain trains the same number of images
+    passes = {plan.total_epochs(n) * sc.classes * sc.train_per_class
+              for f in (specs["jitter-256"], specs["jitter-384"])
+              for n in f.a.runs + f.b.runs}
+    assert passes == {budget * sc.classes * sc.train_per_class}
 
 
 def test_plan_subsets_seeds_and_keys() -> None:
@@ -125,8 +130,7 @@ def test_plan_subsets_seeds_and_keys() -> None:
     assert {r.arch for r in only_init.runs} == {"A", "E"}
     assert all(not r.batch_norm for r in only_init.runs)
     t5 = plan_study(sc, ("table5",), seeds=1)  # prerequisites come along, unreported
-    assert [r.name for r in t5.runs if not r.tables] == ["D S=37", "D S=55", "E S=37",
-                                                         "E S=55"]
+    assert [r.name for r in t5.runs if not r.tables] == ["D S=37", "E S=37"]
     two = plan_study(sc, ("table5",), seeds=2)
     assert len(two.runs) == 2 * len(t5.runs)
     assert {r.seed for r in two.runs} == {0, 1}
@@ -274,7 +278,7 @@ def test_smoke_study_end_to_end_then_reused(tmp_path: Path,
     torch.set_num_threads(1)
     out = tmp_path / "study"
     res = study(out)
-    lrn = ["A-noBN S=37 N(0,0.01)-scaled", "A-LRN-noBN S=37 N(0,0.01)-scaled"]
+    lrn = ["A-noBN S=37 Glorot", "A-LRN-noBN S=37 Glorot"]
     assert [r.name for r in res.plan.runs] == lrn + ["A S=37", "B S=37"]
     text = res.report.read_text()
     # the paper's numbers beside ours, in Table 3's layout (with each net's epochs)
@@ -472,7 +476,7 @@ def test_plan_prints_every_run_and_finding_and_trains_nothing(
     assert main(["study", "--out", str(out), "--plan", "--quick", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("vgg study plan:") and "2 seed(s)" in text
-    assert "A-LRN-noBN S=37 N(0,0.01)-scaled seed1" in text
+    assert "A-LRN-noBN S=37 Glorot seed1" in text
     assert "jitter-384:" in text and "    a (S=55;" in text
     assert not out.exists()
     assert main(["study", "--out", str(out), "--json"]) == 2
@@ -540,3 +544,16 @@ def test_a_second_study_on_the_same_out_is_refused(
     monkeypatch.setattr(train_mod, "train", real_train)
     study(tmp_path / "p", devices=("cpu", "cpu"))
     assert seen and seen[0][0] == 2 and "in use by another vgg study" in seen[0][1]
+
+
+def test_a_plan_saved_before_lrn_init_keeps_its_lrn_pair() -> None:
+    """A study.json written before ``lrn_init`` existed started its LRN pair from the
+    paper's init: read back, its run names (and so its finished runs) are unchanged."""
+    d = make_scale(quick=True, device=torch.device("cpu")).to_dict()
+    assert d.pop("lrn_init") == "glorot"
+    old = StudyScale.from_dict(d)
+    assert old.lrn_init == old.paper_init == "gaussian-scaled"
+    names = {r.name for r in plan_study(old, ("table3",), 1).runs}
+    assert "A-noBN S=37 N(0,0.01)-scaled" in names and "A-noBN S=37 Glorot" not in names
+    with pytest.raises(ConfigError, match="lrn_init"):
+        StudyScale.from_dict({**d, "lrn_init": "zeros"})

@@ -4,15 +4,19 @@ evaluations of them fill each table.
 
 Scaled-down nets are the paper's nets (``width``, ``fc_width``, ``crop``); the paper's
 scales are multiplied by crop / 224: S = 256 -> ``s``, S = 384 -> ``s_large``,
-[256; 512] -> [``s``, ``s_max``]. The chain of Sect. 3.1 is kept: C, D and E at the
-large S are fine-tuned from their small-S nets (lr / 10), and the jittered nets from the
-large-S nets. The jittered nets are compared with fixed-S nets given the same training:
-every arm trains ``epochs`` from scratch at S = ``s`` and then two fine-tuning stages of
-``finetune_epochs`` at lr / 10, at S (s, s), (s_large, s_large) or (s_large, jittered).
+[256; 512] -> [``s``, ``s_max``]. As in Sect. 3.1, C, D and E at the large S are
+fine-tuned from their small-S nets (lr / 10). The jittered nets are compared with fixed-S
+nets given the same training: every arm trains ``epochs`` from scratch at S = ``s`` and
+then one fine-tuning stage of ``finetune_epochs`` at lr / 10, at S = s, S = s_large or
+jittered, all from the same small-S net (the paper fine-tuned its jittered nets from the
+S = 384 nets; one shared parent gives equal training with three runs per net instead of
+five, which the 90-minute CPU budget needs: docs/study.md).
 
 The LRN comparison (Table 3: A vs A-LRN) and the initialisation study use nets without
 batch norm, as the paper's; the other tables use batch norm so that every net trains from
-scratch in few epochs (docs/study.md).
+scratch in few epochs (docs/study.md). The LRN pair starts from ``lrn_init`` (Glorot by
+default: from the paper's N(0, 0.01) net A stays at chance at this scale, measured), and
+that A is the net the initialisation study pre-initialises from.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class StudyScale:
     # the nets without batch norm start from the paper's N(0, 0.01), scaled per layer
     # (SPEC 6b: "gaussian-scaled") or not ("gaussian")
     paper_init: str = "gaussian-scaled"
+    # the LRN pair's init (and so net A's, which the deep nets are pre-initialised from):
+    # the paper's Glorot alternative, since A from N(0, 0.01) stays at chance on a CPU
+    lrn_init: str = "glorot"
     amp: str = "none"      # the training runs' mixed precision (TrainConfig.amp)
     scaled_archs: tuple[str, ...] = SCALED  # the nets trained at S = 384 and jittered
 
@@ -94,6 +101,10 @@ class StudyScale:
     def paper_init_label(self) -> str:
         return INIT_LABELS[self.paper_init]
 
+    @property
+    def lrn_init_label(self) -> str:
+        return INIT_LABELS[self.lrn_init]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["object_size"] = list(self.object_size)
@@ -110,8 +121,11 @@ class StudyScale:
             d["init_archs"] = tuple(d["init_archs"])
             d["archs"] = tuple(d.get("archs", cls.archs))
             d["scaled_archs"] = tuple(d.get("scaled_archs", SCALED))
-            if d.get("paper_init", cls.paper_init) not in INIT_LABELS:
-                raise TypeError(f"unknown paper_init {d['paper_init']!r}")
+            # a study planned before the setting started its LRN pair from paper_init
+            d.setdefault("lrn_init", d.get("paper_init", cls.paper_init))
+            for k in ("paper_init", "lrn_init"):
+                if d.get(k, getattr(cls, k)) not in INIT_LABELS:
+                    raise TypeError(f"unknown {k} {d[k]!r}")
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"study.json: unreadable plan ({e})") from None
@@ -128,10 +142,13 @@ def make_scale(quick: bool, device: torch.device) -> StudyScale:
     14 classes with objects of 20-60% and clutter 2, was not learnable at this size:
     A, and a ResNet-18 with Adam as a control, stayed at chance for 63k passes.
 
-    The CPU plan gives each net trained from scratch 24 epochs (144k passes), the
-    fine-tuned nets 6, and studies initialisation on E alone (the deepest net), so that
-    one seed takes about 50 minutes of training on 2 cores (three, the default, about
-    2.5 hours: docs/study.md); ``quick`` is a check of the whole
+    The CPU plan gives each net trained from scratch 20 epochs (120k passes), each
+    fine-tuning stage 5, the nets without batch norm 12, and studies initialisation on E
+    alone (the deepest net), so that the default three seeds train in about 75 minutes on
+    2 cores (bf16) and the whole study fits 90 (docs/study.md, "Fitting 90 minutes":
+    24 / 6 / 16 epochs with five fine-tuning runs per net come to about 118 minutes at
+    the per-net training rates measured there);
+    ``quick`` is a check of the whole
     pipeline in a few minutes whose nets barely leave chance (its verdicts are then
     inconclusive, as they should be). A GPU doubles the crop and widens the nets."""
     common: dict[str, Any] = dict(object_size=(0.3, 0.8), clutter=0.5, batch=64,
@@ -151,8 +168,8 @@ def make_scale(quick: bool, device: torch.device) -> StudyScale:
                           max_side=80, width=0.25, crop=32, epochs=6, finetune_epochs=2,
                           init_epochs=4, init_archs=("E",), **common)
     return StudyScale(classes=10, train_per_class=600, val_per_class=60, min_side=40,
-                      max_side=80, width=0.25, crop=32, epochs=24, finetune_epochs=6,
-                      init_epochs=16, init_archs=("E",), **common)
+                      max_side=80, width=0.25, crop=32, epochs=20, finetune_epochs=5,
+                      init_epochs=12, init_archs=("E",), **common)
 
 
 @dataclass(frozen=True)
@@ -267,14 +284,9 @@ def _jit(a: str, sc: StudyScale) -> str:
     return f"{a} S=[{sc.s};{sc.s_max}]"
 
 
-def _fixed_ft(a: str, sc: StudyScale, stages: int) -> str:
-    """The S = 256 arm of the jittering comparison: ``stages`` fine-tuning stages at S."""
-    return f"{a} S={sc.s} +{stages}ft"
-
-
-def _large_ft(a: str, sc: StudyScale) -> str:
-    """The S = 384 arm: the S = 384 net fine-tuned for one more stage at S = 384."""
-    return f"{a} S={sc.s_large} +1ft"
+def _fixed_ft(a: str, sc: StudyScale) -> str:
+    """The S = 256 arm of the jittering comparison: one fine-tuning stage at S."""
+    return f"{a} S={sc.s} +ft"
 
 
 def no_bn(a: str, sc: StudyScale, how: str | None = None) -> str:
@@ -283,10 +295,16 @@ def no_bn(a: str, sc: StudyScale, how: str | None = None) -> str:
     return f"{a}-noBN S={sc.s} {how or sc.paper_init_label}"
 
 
+def lrn_a(sc: StudyScale, arch: str = "A") -> str:
+    """Net A (or A-LRN) of the LRN pair without batch norm, from ``lrn_init``; the A that
+    the initialisation study pre-initialises from."""
+    return no_bn(arch, sc, sc.lrn_init_label)
+
+
 def jitter_arms(a: str, sc: StudyScale) -> dict[str, str]:
     """The three arms of the jittering comparison for net ``a``, each trained for
-    ``epochs`` + 2 x ``finetune_epochs``: fixed S = 256, fixed S = 384, jittered."""
-    return {"256": _fixed_ft(a, sc, 2), "384": _large_ft(a, sc), "jittered": _jit(a, sc)}
+    ``epochs`` + ``finetune_epochs``: fixed S = 256, fixed S = 384, jittered."""
+    return {"256": _fixed_ft(a, sc), "384": _large(a, sc), "jittered": _jit(a, sc)}
 
 
 def single_q(spec: RunSpec) -> int:
@@ -320,23 +338,22 @@ def _base_runs(sc: StudyScale, seed: int) -> dict[str, RunSpec]:
                     "kaiming", seed))
     for a in sc.chain_archs:
         small, large = (sc.s, sc.s), (sc.s_large, sc.s_large)
+        # the three arms of the jittering comparison, one fine-tuning stage each from the
+        # same S = s net: S = s_large (the paper's S = 384 net), jittered, and S = s
         finetune(_large(a, sc), a, large, _fixed(a, sc))
-        finetune(_jit(a, sc), a, (sc.s, sc.s_max), _large(a, sc))
-        # the fixed-S arms at the jittered chain's budget (two fine-tuning stages)
-        finetune(_fixed_ft(a, sc, 1), a, small, _fixed(a, sc))
-        finetune(_fixed_ft(a, sc, 2), a, small, _fixed_ft(a, sc, 1))
-        finetune(_large_ft(a, sc), a, large, _large(a, sc))
-    # Sect. 3.1 and Table 3's LRN pair, without batch norm: A and A-LRN from the paper's
-    # init; deep nets from it, from A, and Glorot
+        finetune(_jit(a, sc), a, (sc.s, sc.s_max), _fixed(a, sc))
+        finetune(_fixed_ft(a, sc), a, small, _fixed(a, sc))
+    # Sect. 3.1 and Table 3's LRN pair, without batch norm: A and A-LRN from lrn_init;
+    # deep nets from the paper's init, from that A, and Glorot
     for a in ("A", "A-LRN"):
-        add(RunSpec(seeded(no_bn(a, sc), seed), a, False, (sc.s, sc.s), sc.init_epochs,
-                    NO_BN_LR, sc.paper_init, seed))
+        add(RunSpec(seeded(no_bn(a, sc, sc.lrn_init_label), seed), a, False, (sc.s, sc.s),
+                    sc.init_epochs, NO_BN_LR, sc.lrn_init, seed))
     for a in sc.init_archs:
         add(RunSpec(seeded(no_bn(a, sc), seed), a, False, (sc.s, sc.s), sc.init_epochs,
                     NO_BN_LR, sc.paper_init, seed))
         add(RunSpec(seeded(no_bn(a, sc, "from A"), seed), a, False, (sc.s, sc.s),
                     sc.init_epochs, NO_BN_LR, sc.paper_init, seed,
-                    parent=seeded(no_bn("A", sc), seed), mode="init_from"))
+                    parent=seeded(lrn_a(sc), seed), mode="init_from"))
         add(RunSpec(seeded(no_bn(a, sc, "Glorot"), seed), a, False, (sc.s, sc.s),
                     sc.init_epochs, NO_BN_LR, "glorot", seed))
     return out
@@ -346,10 +363,9 @@ def table_runs(table: str, sc: StudyScale) -> list[str]:
     """The base names (seed 0) of the nets a table reports."""
     scaled = sc.chain_archs
     if table == "table3":
-        return ([no_bn(a, sc) for a in ("A", "A-LRN")]
+        return ([lrn_a(sc, a) for a in ("A", "A-LRN")]
                 + [_fixed(a, sc) for a in sc.archs]
-                + [f(a, sc) for a in scaled for f in (_large, _jit)]
-                + [n for a in scaled for n in (_fixed_ft(a, sc, 2), _large_ft(a, sc))])
+                + [f(a, sc) for a in scaled for f in (_large, _jit, _fixed_ft)])
     if table == "table4":
         return [f(a, sc) for a in scaled for f in (_large, _jit)]
     if table in ("table5", "table6"):
@@ -359,7 +375,7 @@ def table_runs(table: str, sc: StudyScale) -> list[str]:
                               "include both")
         return [_jit(a, sc) for a in need]
     if table == "init":
-        return [no_bn("A", sc)] + [no_bn(a, sc, how) for a in sc.init_archs
+        return [lrn_a(sc)] + [no_bn(a, sc, how) for a in sc.init_archs
                                    for how in (None, "from A", "Glorot")]
     raise ConfigError(f"unknown table {table!r}")
 

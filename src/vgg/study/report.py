@@ -206,7 +206,10 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
                          "it has the gain of the paper's layer)"
                          if sc.paper_init == "gaussian-scaled" else "")
                       + ", on the paper's input (the training set's mean RGB subtracted "
-                      "from 0..255 pixels). Pre-initialisation needs an A that has left "
+                      "from 0..255 pixels); \"from A\" copies the first four convs and "
+                      f"the three FC layers of the LRN pair's A (from {sc.lrn_init_label}) "
+                      "and starts the rest from "
+                      f"{sc.paper_init_label}. Pre-initialisation needs an A that has left "
                       f"chance: A's row above ({100 * (1 - 1 / sc.classes):.0f}% is "
                       "chance). Curves that stay at log(classes) stalled.", ""]
     lines += [
@@ -216,23 +219,28 @@ def write_report(out: Path, plan: StudyPlan, res: StudyResults, info: dict[str, 
         f"crop {sc.crop} (paper 224). Nets marked -BN have batch norm after every conv "
         f"(the paper's have none; it lets every net train from He initialisation in few "
         f"epochs); the LRN pair (A, A-LRN) and the initialisation study have none, as the "
-        f"paper's, and start from {sc.paper_init_label}"
+        f"paper's, at lr {NO_BN_LR:g}. The LRN pair starts from {sc.lrn_init_label}"
+        + (" (the paper's own alternative: from N(0, 0.01) net A stays at chance at this "
+           "scale, measured in docs/study.md)" if sc.lrn_init == "glorot" else "")
+        + f"; the initialisation study's deep nets from {sc.paper_init_label}"
         + (" (SPEC 6b: each layer's std is 0.01 x sqrt(full-size fan-in / fan-in), the "
            "per-layer gain of the paper's layer)" if sc.paper_init == "gaussian-scaled"
-           else "") + f", lr {NO_BN_LR:g}. Scales are the paper's times {sc.crop}/224: "
-        f"S = 256 -> {sc.s}, 384 -> {sc.s_large}, [256;512] -> [{sc.s};{sc.s_max}]; the "
-        f"S = {sc.s_large} nets are fine-tuned from the S = {sc.s} nets and the jittered "
-        f"nets from the S = {sc.s_large} nets (lr / 10), as in Sect. 3.1.",
+           else "") + f", from that A, or Glorot. Scales are the paper's times "
+        f"{sc.crop}/224: S = 256 -> {sc.s}, 384 -> {sc.s_large}, [256;512] -> "
+        f"[{sc.s};{sc.s_max}]; the S = {sc.s_large} nets are fine-tuned from the "
+        f"S = {sc.s} nets (lr / 10), as in Sect. 3.1, and so are the jittered nets (the "
+        f"paper: from the S = 384 nets), so that the three arms of the jittering "
+        f"comparison share one parent.",
         "",
         f"Budgets: {sc.epochs} epochs from scratch, {sc.finetune_epochs} per fine-tuning "
         f"stage, {sc.init_epochs} for the nets without batch norm; batch {sc.batch}, lr "
         f"{sc.lr:g} with batch norm, plateau schedule (patience {sc.patience}); "
         f"{plan.seeds} seed(s) per net. Jittering is compared at equal training: the "
-        f"jittered nets ({sc.epochs} + {sc.finetune_epochs} at S = {sc.s_large} + "
-        f"{sc.finetune_epochs} jittered epochs) against S = {sc.s} nets given two "
-        f"fine-tuning stages of {sc.finetune_epochs} epochs at S = {sc.s} and S = "
-        f"{sc.s_large} nets given a second stage at S = {sc.s_large}: "
-        f"{sc.epochs + 2 * sc.finetune_epochs} epochs each, the same learning rates. The "
+        f"jittered nets ({sc.epochs} epochs at S = {sc.s} + {sc.finetune_epochs} "
+        f"jittered) against the S = {sc.s_large} nets ({sc.epochs} + "
+        f"{sc.finetune_epochs} at S = {sc.s_large}) and S = {sc.s} nets given the same "
+        f"{sc.finetune_epochs}-epoch fine-tuning stage at S = {sc.s}: "
+        f"{sc.epochs + sc.finetune_epochs} epochs each, the same learning rates. The "
         f"\"ours: epochs\" column gives each net's epochs from scratch, stage by stage.",
         "",
         f"Data: {info.get('data_text', '')}",

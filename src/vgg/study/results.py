@@ -24,6 +24,7 @@ from .plan import (
     StudyScale,
     jitter_arms,
     multi_q,
+    lrn_a,
     no_bn,
     seeded,
     single_q,
@@ -381,8 +382,8 @@ def finding_specs(plan: StudyPlan) -> list[FindingSpec]:
             "lrn", "table3", "LRN does not help (A-LRN is no better than A; no batch norm, "
             "as the paper's nets)", "A 29.6 / A-LRN 29.7 top-1",
             f"gain err(A) - err(A-LRN), both without batch norm, from "
-            f"{sc.paper_init_label}; equivalence margin {100 * EQUIVALENCE:.0f} points",
-            one("A", no_bn("A", sc)), one("A-LRN", no_bn("A-LRN", sc)), no_gain=True,
+            f"{sc.lrn_init_label}; equivalence margin {100 * EQUIVALENCE:.0f} points",
+            one("A", lrn_a(sc)), one("A-LRN", lrn_a(sc, "A-LRN")), no_gain=True,
             reason="the nets without batch norm learn slowly at this size, so a few epochs "
                    "may leave both near the plateau where a normalisation matters most"))
         if "A" in sc.archs and "A-LRN" in sc.archs:
@@ -421,7 +422,7 @@ def finding_specs(plan: StudyPlan) -> list[FindingSpec]:
         if chain:
             nets = ", ".join(chain)
             jit = Side("jittered", tuple(jt[a]["jittered"] for a in chain))
-            budget = (f"every arm {sc.epochs} epochs from scratch at S={sc.s} + 2 x "
+            budget = (f"every arm {sc.epochs} epochs from scratch at S={sc.s} + "
                       f"{sc.finetune_epochs} fine-tuning")
             for ref, s_ref, paper in (("256", sc.s, "D 27.0 (S=256) -> 25.6 ([256;512])"),
                                       ("384", sc.s_large, "D 26.8 (S=384) -> 25.6")):
@@ -496,11 +497,11 @@ def findings(res: StudyResults) -> list[Finding]:
 
 
 def _kind(base: str, sc: StudyScale) -> tuple[str, str]:
-    """(config, kind) of a Table 3 row: kind "S", "L", "J" as the paper's; "S+" and "L+"
-    the equal-budget arms; config "A-BN" for nets with batch norm, "A" without."""
+    """(config, kind) of a Table 3 row: kind "S", "L", "J" as the paper's; "S+" the
+    fixed-S arm at the jittered nets' budget; config "A-BN" for nets with batch norm, "A" without."""
     cfg, _, tail = base.partition(" ")
     kinds = {f"S={sc.s}": "S", f"S={sc.s_large}": "L", f"S=[{sc.s};{sc.s_max}]": "J",
-             f"S={sc.s} +2ft": "S+", f"S={sc.s_large} +1ft": "L+"}
+             f"S={sc.s} +ft": "S+"}
     if "-noBN" in cfg:
         return cfg.replace("-noBN", ""), "S"
     return f"{cfg}-BN", kinds.get(tail, "S")
@@ -516,7 +517,7 @@ def table_rows(res: StudyResults, table: str) -> list[dict[str, Any]]:
         cfg, kind = _kind(base, sc)
         paper_cfg = cfg.removesuffix("-BN")
         epochs = "+".join(str(r.epochs) for r in res.plan.chain(base))
-        label = (f"{spec.scale_label} (jittered's budget)" if kind in ("S+", "L+")
+        label = (f"{spec.scale_label} (jittered's budget)" if kind == "S+"
                  else spec.scale_label)
         pk = kind.rstrip("+")
         if table == "table3":
