@@ -95,7 +95,7 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
     from vgg.train.checkpoint import Position
     from vgg.train.config import TrainConfig
     from vgg.train.distributed import DistInfo
-    from vgg.train.step import TrainStep, grad_scaler
+    from vgg.train.step import TrainStep, channels_last_pays, grad_scaler
     from vgg.train.task import ClassificationTask
 
     device = torch.device(device)
@@ -107,7 +107,7 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
     model = (build(**shape, num_classes=net["classes"]) if impl == "vgg" else
              ChannelsLast(torchvision_net(net), Preprocess.paper()))
     model.to(device).train()
-    if device.type == "cuda":  # as the trainer does
+    if channels_last_pays(cfg, device, amp):  # as the trainer does
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(param_groups(model, 5e-4, False), lr=1e-3, momentum=0.9)
     step = TrainStep(cfg, model, ClassificationTask(cfg), opt,  # type: ignore[arg-type]

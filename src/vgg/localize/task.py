@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..train.task import Task, TaskContext, val_precision
+from ..train.task import Task, TaskContext, val_precision, val_workers
 from .boxes import box_iou, class_params, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
@@ -117,7 +117,8 @@ class LocalisationTask(Task):
             net = LocNet(model, "validation", list(cfg.scale), cfg.tune,
                          self.mean_box)
             r = simple_protocol(net, part, cfg.test_scale, batch_size=cfg.val_batch or 16,
-                                device=ctx.device, workers=cfg.workers,
+                                device=ctx.device,
+                                workers=val_workers(cfg.workers, len(part)),
                                 precision=val_precision(ctx.amp), progress=False,
                                 allow_empty=True,
                                 on_bad=ctx.note_bad, losses=losses)

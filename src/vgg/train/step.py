@@ -100,6 +100,14 @@ def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
         yield {k: batch[k][i:i + size] for k in keys}
 
 
+def channels_last_pays(cfg: TrainConfig, device: torch.device, amp: str) -> bool:
+    """Whether the run trains in the channels-last (NHWC) memory format (``--channels-last``,
+    on by default): on CUDA, and on a CPU under bf16 autocast, where oneDNN's bf16
+    convolutions work in NHWC and an NCHW net pays a reorder at every layer
+    (docs/benchmarks.md "Training step"). fp32 on a CPU stays NCHW."""
+    return bool(cfg.channels_last) and (device.type == "cuda" or amp == "bf16")
+
+
 class TrainStep:
     """The step of one run: ``model`` wrapped for the processes (DDP) and ``--compile``,
     the device augmentation (``stats``: the PCA colour shift's statistics, None without
@@ -117,7 +125,7 @@ class TrainStep:
         self.amp_dtype = amp_dtype(amp, device)
         rank_batch = cfg.batch // dist.world_size
         self.micro = min(cfg.micro_batch or rank_batch, rank_batch)
-        use_cl = device.type == "cuda" and cfg.channels_last
+        use_cl = channels_last_pays(cfg, device, amp)
         self.augment = DeviceAugment(model.preprocess, stats, channels_last=use_cl)
         self.net: nn.Module = model
         if dist.enabled:
