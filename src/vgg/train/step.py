@@ -102,10 +102,9 @@ def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
 
 def channels_last_pays(cfg: TrainConfig, device: torch.device, amp: str) -> bool:
     """Whether the run trains in the channels-last (NHWC) memory format (``--channels-last``,
-    on by default): on CUDA, and on a CPU under bf16 autocast, where oneDNN's bf16
-    convolutions work in NHWC and an NCHW net pays a reorder at every layer
-    (docs/benchmarks.md "Training step"). fp32 on a CPU stays NCHW."""
-    return bool(cfg.channels_last) and (device.type == "cuda" or amp == "bf16")
+    on by default): on CUDA. On a CPU the net stays NCHW (docs/benchmarks.md
+    "Training step" compares the two)."""
+    return bool(cfg.channels_last) and device.type == "cuda"
 
 
 class TrainStep:
