@@ -11,9 +11,11 @@ Nets (``--nets``):
   ``torchvision.models.vgg16()`` itself.
 
 Variants: vgg and torchvision, each in fp32 and under bf16 autocast (``--amp bf16``:
-weights, optimizer state, loss and BN statistics fp32), both channels-last (NHWC: vgg's
-default; torchvision's net and input converted, its faster CPU format), and vgg's step
-under ``torch.compile`` (``--compile``; the compile time is reported apart). Every
+weights, optimizer state, loss and BN statistics fp32); vgg's step in the trainer's
+memory format (NCHW on a CPU, channels-last on CUDA), torchvision's net and input
+channels-last (NHWC, its faster CPU format); vgg's step under ``torch.compile``
+(``--compile``; the compile time is reported apart) and channels-last
+(``--channels-last``). Every
 variant runs the same step: uint8 batch -> PCA colour shift and mean subtraction on the
 device -> net -> cross-entropy in fp32 -> SGD with momentum. Each variant runs in its own
 process (clean peak RSS), all variants of a net alternate, ``--repeats`` times; inside a
@@ -22,7 +24,8 @@ images/s x 3 x 2 x the net's forward multiply-adds (backward ~ twice the forward
 "% of matmul" divides it by ``torch.mm``'s 2048^3 rate in the same precision, measured
 in the same run.
 
-    python benchmarks/bench_train.py [--nets demo,crop64,vgg16] [--batch 32] [--write-docs]
+    python benchmarks/bench_train.py [--nets demo,crop64,vgg16] [--batch 32]
+        [--channels-last crop64] [--write-docs]
 """
 
 from __future__ import annotations
@@ -100,6 +103,10 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
 
     device = torch.device(device)
     torch.manual_seed(0)
+    if impl == "vgg-cl":  # vgg's step with the net and its input in channels-last
+        import vgg.train.step as step_mod
+        step_mod.channels_last_pays = lambda *a, **k: True
+        impl = "vgg"
     shape = {k: net[k] for k in ("arch", "batch_norm", "width", "fc_width", "crop")}
     amp = "bf16" if precision == "bf16" else "none"
     cfg = TrainConfig(data="unused", **shape, batch=batch, amp=amp, compile=compiled,
@@ -181,7 +188,8 @@ def forward_macs(net_name: str) -> int:
                                 crop=net["crop"], num_classes=net["classes"]))
 
 
-def variants(nets: list[str], compiled: list[str]) -> list[tuple[str, str, str, bool]]:
+def variants(nets: list[str], compiled: list[str], cl: list[str] = ()
+             ) -> list[tuple[str, str, str, bool]]:
     out = []
     for n in nets:
         for impl in ("vgg", "torchvision"):
@@ -189,11 +197,14 @@ def variants(nets: list[str], compiled: list[str]) -> list[tuple[str, str, str, 
                 out.append((n, impl, prec, False))
         if n in compiled:
             out += [(n, "vgg", "fp32", True), (n, "vgg", "bf16", True)]
+        if n in cl:
+            out += [(n, "vgg-cl", "fp32", False), (n, "vgg-cl", "bf16", False)]
     return out
 
 
 def label(impl: str, prec: str, compiled: bool) -> str:
-    name = "vgg `TrainStep`" if impl == "vgg" else "torchvision VGG, channels-last"
+    name = {"vgg": "vgg `TrainStep`", "vgg-cl": "vgg `TrainStep`, channels-last"}.get(
+        impl, "torchvision VGG, channels-last")
     amp = "fp32" if prec == "fp32" else "bf16 autocast"
     return f"{name}, {amp}" + (", `torch.compile`" if compiled else "")
 
@@ -213,6 +224,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--compile", default="demo,crop64",
                    help="nets whose vgg step is also measured under torch.compile ('' = none)")
+    p.add_argument("--channels-last", default="", metavar="NETS",
+                   help="nets whose vgg step is also measured with the net and its input "
+                        "channels-last (the trainer uses it on CUDA only; '' = none)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunks", type=int, default=3, help="timed chunks per process")
     p.add_argument("--threads", type=int, default=2)
@@ -231,12 +245,13 @@ def main() -> int:
         return 0
     nets = [n for n in a.nets.split(",") if n]
     compiled = [n for n in a.compile.split(",") if n]
-    bad = [n for n in nets + compiled if n not in NETS]
+    cl = [n for n in a.channels_last.split(",") if n]
+    bad = [n for n in nets + compiled + cl if n not in NETS]
     if bad:
         p.error(f"unknown net(s) {bad}; known: {', '.join(NETS)}")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    todo = variants(nets, compiled)
+    todo = variants(nets, compiled, cl)
     results: dict[tuple[str, str, str, bool], list[dict[str, float]]] = {v: [] for v in todo}
     mm: dict[str, float] = {"fp32": 0.0, "bf16": 0.0}
     common = [f"--batch={a.batch}", f"--chunks={a.chunks}", f"--threads={a.threads}"]
@@ -268,8 +283,9 @@ def report(a: argparse.Namespace, nets: list[str], todo: list[tuple[str, str, st
     from vgg.precision import cpu_native_bf16
 
     cmd = (f"python benchmarks/bench_train.py --nets {a.nets} --batch {a.batch} "
-           f"--compile '{a.compile}' --repeats {a.repeats} --chunks {a.chunks} "
-           f"--threads {a.threads}")
+           f"--compile '{a.compile}' "
+           + (f"--channels-last '{a.channels_last}' " if a.channels_last else "")
+           + f"--repeats {a.repeats} --chunks {a.chunks} --threads {a.threads}")
     lines = [
         f"Command: `{cmd}` ({platform.machine()}, {a.threads} threads, torch "
         f"{torch.__version__}, torchvision {torchvision.__version__}, native bf16: "
