@@ -98,13 +98,13 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
     from vgg.train.checkpoint import Position
     from vgg.train.config import TrainConfig
     from vgg.train.distributed import DistInfo
-    from vgg.train.step import TrainStep, channels_last_pays, grad_scaler
+    import vgg.train.step as step_mod
+    from vgg.train.step import TrainStep, grad_scaler
     from vgg.train.task import ClassificationTask
 
     device = torch.device(device)
     torch.manual_seed(0)
     if impl == "vgg-cl":  # vgg's step with the net and its input in channels-last
-        import vgg.train.step as step_mod
         step_mod.channels_last_pays = lambda *a, **k: True
         impl = "vgg"
     shape = {k: net[k] for k in ("arch", "batch_norm", "width", "fc_width", "crop")}
@@ -114,7 +114,7 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
     model = (build(**shape, num_classes=net["classes"]) if impl == "vgg" else
              ChannelsLast(torchvision_net(net), Preprocess.paper()))
     model.to(device).train()
-    if channels_last_pays(cfg, device, amp):  # as the trainer does
+    if step_mod.channels_last_pays(cfg, device):  # as the trainer does (or forced)
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(param_groups(model, 5e-4, False), lr=1e-3, momentum=0.9)
     step = TrainStep(cfg, model, ClassificationTask(cfg), opt,  # type: ignore[arg-type]

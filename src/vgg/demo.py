@@ -54,6 +54,13 @@ class DemoPlan:
     # default_dense_stride; the CPU plans use 8, measured better and faster at crop 32)
     loc_stride: int | None = None
 
+    @property
+    def full_loc_stride(self) -> int:
+        """The stride the full localisation protocol runs at."""
+        from .model import default_dense_stride
+
+        return self.loc_stride or default_dense_stride(self.crop)
+
 
 def make_plan(quick: bool, device: torch.device) -> DemoPlan:
     """CPU plans fit 2 cores (under 10 minutes, or 2 with ``quick``); on a GPU the same
@@ -277,7 +284,6 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
     from .localize.predict import draw_guesses, predict_boxes
     from .localize.task import localisation_config
     from .train import train
-    from .model import default_dense_stride
 
     s = (plan.scale[0] + plan.scale[1]) // 2
     log.info("[4/4] localisation: a PCR net from %s at S = %d (Appendix A), simple and "
@@ -296,7 +302,7 @@ def _localisation(plan: DemoPlan, cfg: DemoConfig, data: Path, ckpt: Path, out: 
     common = dict(batch_size=32, device=device, workers=cfg.workers, progress=cfg.progress,
                   precision="auto" if device.type == "cuda" else "fp32")
     simple = simple_protocol(str(loc_ckpt), index, **common)
-    stride = plan.loc_stride or default_dense_stride(plan.crop)
+    stride = plan.full_loc_stride
     full = full_protocol(str(loc_ckpt), str(ckpt), index, dense_stride=stride, **common)
     results = [simple, full]
     if not cfg.quick:  # Table 9's second scale {S-32, S}, scaled with the crop
@@ -397,10 +403,10 @@ def _report_md(cfg: DemoConfig, plan: DemoPlan, device: torch.device, table: str
         "is right when a guess has the right class and IoU > 0.5 with its true box. The "
         "two baselines use the same classes with the whole image as the box, or the mean "
         "training box at the centre. "
-        f"The full protocol runs at output stride {plan.loc_stride or stride} (the "
+        f"The full protocol runs at output stride {plan.full_loc_stride} (the "
         "stride column): an image rescaled to "
         f"Q = {scales[1]} then holds "
-        f"{_positions(scales[1], plan.crop, plan.loc_stride or stride)} positions a side, "
+        f"{_positions(scales[1], plan.crop, plan.full_loc_stride)} positions a side, "
         "each predicting boxes in its own window; at stride 32 it held one window, in the "
         "top-left corner, and the full protocol trailed the mean box "
         "(docs/localisation.md measures both).",

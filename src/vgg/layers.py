@@ -139,9 +139,10 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The windowed sum over channels as a 1x1 convolution with a band of ones: the
         # same numbers as torch's avg_pool3d formulation (to float round-off) at a third
-        # of its time on a CPU. Computed in fp32 (or fp64) and returned in the input's dtype: torch
-        # has no bf16 CPU kernel for the pooled form (a bf16 autocast or bf16 inference
-        # pass of A-LRN failed), and a sum of squares is where half precision loses most.
+        # of its time on a CPU. Computed in fp32 (or fp64) and returned in the input's
+        # dtype: torch has no bf16 CPU kernel for the pooled form (a bf16 autocast or bf16
+        # inference pass of A-LRN failed), and a sum of squares is where half precision
+        # loses most.
         dtype = x.dtype
         with torch.autocast(x.device.type, enabled=False):
             a = x.to(torch.promote_types(dtype, torch.float32))

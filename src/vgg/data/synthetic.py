@@ -34,8 +34,8 @@ import logging
 import math
 import multiprocessing as mp
 import os
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -41,8 +41,8 @@ from ..errors import ConfigError
 from .actions import ACTIONS, OTHER, PERSON
 from .box_formats import write_voc_xml
 from .boxes import Box
-from .synthetic import _SS, SHAPE_NAMES, devkit_splits, _background, _distractors, _ngon, \
-    _object_polys
+from .synthetic import _SS, SHAPE_NAMES, _background, _distractors, _ngon, _object_polys, \
+    devkit_splits
 
 log = logging.getLogger(__name__)
 

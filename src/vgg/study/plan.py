@@ -350,8 +350,8 @@ def _base_runs(sc: StudyScale, seed: int) -> dict[str, RunSpec]:
     # Sect. 3.1 and Table 3's LRN pair, without batch norm: A and A-LRN from lrn_init;
     # deep nets from the paper's init, from that A, and Glorot
     for a in ("A", "A-LRN"):
-        add(RunSpec(seeded(no_bn(a, sc, sc.lrn_init_label), seed), a, False, (sc.s, sc.s),
-                    sc.init_epochs, NO_BN_LR, sc.lrn_init, seed))
+        add(RunSpec(seeded(lrn_a(sc, a), seed), a, False, (sc.s, sc.s), sc.init_epochs,
+                    NO_BN_LR, sc.lrn_init, seed))
     for a in sc.init_archs:
         add(RunSpec(seeded(no_bn(a, sc), seed), a, False, (sc.s, sc.s), sc.init_epochs,
                     NO_BN_LR, sc.paper_init, seed))

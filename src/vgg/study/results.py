@@ -23,8 +23,8 @@ from .plan import (
     StudyPlan,
     StudyScale,
     jitter_arms,
-    multi_q,
     lrn_a,
+    multi_q,
     no_bn,
     seeded,
     single_q,
@@ -498,7 +498,8 @@ def findings(res: StudyResults) -> list[Finding]:
 
 def _kind(base: str, sc: StudyScale) -> tuple[str, str]:
     """(config, kind) of a Table 3 row: kind "S", "L", "J" as the paper's; "S+" the
-    fixed-S arm at the jittered nets' budget; config "A-BN" for nets with batch norm, "A" without."""
+    fixed-S arm at the jittered nets' budget; config "A-BN" for nets with batch norm,
+    "A" without."""
     cfg, _, tail = base.partition(" ")
     kinds = {f"S={sc.s}": "S", f"S={sc.s_large}": "L", f"S=[{sc.s};{sc.s_max}]": "J",
              f"S={sc.s} +ft": "S+"}

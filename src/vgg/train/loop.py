@@ -183,7 +183,7 @@ class Trainer:
         if self.start.resume_ckpt is None:
             self.model.preprocess = new_preprocess(cfg, self.stats, self.start.source)
         self.model.to(self.device)
-        if channels_last_pays(cfg, self.device, self.amp):
+        if channels_last_pays(cfg, self.device):
             self.model.to(memory_format=torch.channels_last)
 
     def _make_optimizer(self) -> None:

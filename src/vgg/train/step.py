@@ -100,7 +100,7 @@ def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
         yield {k: batch[k][i:i + size] for k in keys}
 
 
-def channels_last_pays(cfg: TrainConfig, device: torch.device, amp: str) -> bool:
+def channels_last_pays(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether the run trains in the channels-last (NHWC) memory format (``--channels-last``,
     on by default): on CUDA. On a CPU the net stays NCHW (docs/benchmarks.md
     "Training step" compares the two)."""
@@ -124,7 +124,7 @@ class TrainStep:
         self.amp_dtype = amp_dtype(amp, device)
         rank_batch = cfg.batch // dist.world_size
         self.micro = min(cfg.micro_batch or rank_batch, rank_batch)
-        use_cl = channels_last_pays(cfg, device, amp)
+        use_cl = channels_last_pays(cfg, device)
         self.augment = DeviceAugment(model.preprocess, stats, channels_last=use_cl)
         self.net: nn.Module = model
         if dist.enabled:
