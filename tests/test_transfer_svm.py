@@ -194,3 +194,85 @@ def test_cli_solver_flag_is_recorded(tmp_path: Path,
               "sgd"])
     assert exit_.value.code == 2
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
+
+
+def test_the_three_bases_keep_the_rows_inner_products_and_reach_the_optimum() -> None:
+    """N <= D + 1: the Cholesky factor of the Gram matrix, or its eigenvectors when a
+    repeated row makes it singular; N > D + 1: the second-moment eigenvectors. Each keeps
+    ``L L^T`` = the augmented rows' Gram matrix, and its fit reaches LinearSVC's optimum."""
+    X, T = problem(50, 120, 3, separable=False, seed=4)
+    rep = X.copy()
+    rep[1] = rep[0]
+    tall, Tt = problem(80, 10, 3, separable=False, seed=4)
+    for Xs, Ts, route in ((X, T, "cholesky"), (rep, T, "gram-eigh"), (tall, Tt, "moments")):
+        basis = S.Basis.of(Xs)
+        assert route == ("cholesky" if basis.V is not None else
+                         "gram-eigh" if basis.left is not None else "moments")
+        Xa = np.hstack([Xs, np.ones((len(Xs), 1), np.float32)]).astype(np.float64)
+        torch.testing.assert_close(basis.L @ basis.L.T, torch.as_tensor(Xa @ Xa.T),
+                                   rtol=1e-9, atol=1e-9)
+        Y = torch.as_tensor(np.where(Ts > 0, 1.0, -1.0))
+        M = torch.ones(Y.shape, dtype=torch.bool)
+        for C in (0.1, 1000.0):
+            omega, info = S.fit_squared_hinge(basis, None, Y, M, C)
+            assert info.converged
+            W, b = basis.weights(omega)
+            for c in range(3):
+                y = Y[:, c].numpy()
+                best = objective(Xs, y, *reference(Xs, y, C), C)
+                assert objective(Xs, y, W[c].numpy(), float(b[c]), C) == pytest.approx(
+                    best, rel=2e-6), (route, C, c)
+
+
+def test_staircase_products_equal_the_dense_ones() -> None:
+    """A Cholesky factor's rows, all or a subset, multiplied block by block past their
+    zeros: the same products as dense ones."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(40, 60, generator=g, dtype=torch.float64)
+    R = torch.linalg.cholesky(A @ A.T + torch.eye(40, dtype=torch.float64))
+    for rows in (torch.arange(40), torch.tensor([1, 3, 4, 9, 17, 18, 20, 30, 33, 35, 38, 39,
+                                                 5])):
+        L = R[rows]
+        Lr = S.Rows(L, torch.arange(40)[rows], blocks=4)
+        assert len(Lr.parts) == 4 and min(hi for _, _, hi in Lr.parts) < 40
+        M = torch.randn(40, 7, generator=g, dtype=torch.float64)
+        Sx = torch.randn(len(rows), 7, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(Lr.mm(M), L @ M)
+        torch.testing.assert_close(Lr.tmm(Sx), L.T @ Sx)
+        torch.testing.assert_close(Lr.float().mm(M.float()), (L @ M).float(), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_exact_steps_shared_among_threads_equal_one_thread() -> None:
+    X, T = problem(70, 120, 4, separable=False, seed=5)
+    basis = S.Basis.of(X)
+    Y = torch.as_tensor(np.where(T > 0, 1.0, -1.0))
+    act = torch.rand(Y.shape, generator=torch.Generator().manual_seed(1)) < 0.6
+    classes = torch.arange(4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, ok1 = S._exact_steps(basis.Gz, None, act, Y, classes, 10.0)
+        torch.set_num_threads(2)
+        two, ok2 = S._exact_steps(basis.Gz, None, act, Y, classes, 10.0)
+        assert torch.get_num_threads() == 2   # restored after the threads' share
+    finally:
+        torch.set_num_threads(before)
+    assert bool(ok1.all()) and bool(ok2.all())
+    torch.testing.assert_close(one, two, rtol=1e-12, atol=1e-12)
+    # each system solved: (G_AA + I / 2C) beta_A = y_A, zero off A
+    G = basis.G
+    for c in range(4):
+        a = torch.nonzero(act[:, c])[:, 0]
+        lhs = G[a][:, a] @ one[c, a] + one[c, a] / 20.0
+        torch.testing.assert_close(lhs, Y[a, c], rtol=1e-9, atol=1e-9)
+        assert bool((one[c, ~act[:, c]] == 0).all())
+
+
+def test_the_gram_matrix_by_blocks_is_the_full_product_padded() -> None:
+    X = torch.randn(23, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for blocks in (1, 4, 5):
+        Gz = S._gram_padded(X, blocks)
+        assert Gz.shape == (24, 24)
+        torch.testing.assert_close(Gz[:23, :23], X @ X.T + 1, rtol=0, atol=1e-12)
+        assert bool((Gz[23] == 0).all()) and bool((Gz[:, 23] == 0).all())

@@ -9,26 +9,33 @@ intercept being the weight of a constant feature 1 and regularised like the othe
 
 Two steps:
 
-1. :class:`Basis`: the rows ``[x_i, 1]`` in orthonormal coordinates of their span (from
-   the eigenvectors of the N x N Gram matrix when N <= D + 1, of the (D+1) x (D+1)
-   second-moment matrix otherwise): (N, r) features with r <= min(N, D + 1) and the same
-   inner products, so the problem, and its optimum, are unchanged (the optimal weights
-   lie in that span), while each product costs N r instead of N (D + 1); the PCA axes
-   also make the Hessian nearly diagonal, which the preconditioner uses. One basis
-   serves every C and every subset of its rows (the held-out fits).
-2. :func:`fit_squared_hinge`: a truncated Newton method on the (K, r) weight matrix, all classes in
-   lockstep: the generalised Hessian of the squared hinge (exact, piecewise constant),
-   the Newton system solved by conjugate gradients preconditioned by its diagonal, an
-   exact line search (the objective is piecewise quadratic along a line). A class stops
+1. :class:`Basis`: the rows ``[x_i, 1]`` in coordinates of their span that keep their
+   inner products: (N, r) features with r <= min(N, D + 1), so the problem, and its
+   optimum, are unchanged (the optimal weights lie in that span), while each product
+   costs N r instead of N (D + 1). When N <= D + 1 the coordinates are the Cholesky
+   factor of the N x N Gram matrix (lower triangular: products skip its zeros, about
+   half the work), and the conjugate gradients are preconditioned by deflation on its
+   principal axes; when the Gram matrix is nearly singular (repeated rows), or N > D + 1,
+   they are principal axes (eigenvectors), where the Hessian is nearly diagonal and its
+   diagonal preconditions. One basis serves every C and every subset of its rows (the
+   held-out fits).
+2. :func:`fit_squared_hinge`: a truncated Newton method on the (K, r) weight matrix, all
+   classes in lockstep: the generalised Hessian of the squared hinge (exact, piecewise
+   constant), the Newton system solved by preconditioned conjugate gradients (low C,
+   many active rows) or exactly, by Cholesky on the active rows' Gram matrix (high C,
+   few), an exact line search (the objective is piecewise quadratic along a line).
+   A class stops
    when ``|grad f_k|^2 / 2 <= tol f_k``: f_k is 1-strongly convex, so this certifies
    ``f_k(w) - min f_k <= tol f_k(w)`` (a relative objective gap of at most ``tol``).
 
-Everything runs in float64 on the basis's device (CUDA when there is one), on torch's
-threads on a CPU.
+Everything runs in float64 (the conjugate gradients' products in float32: they only
+shape a direction) on the basis's device (CUDA when there is one), on torch's threads
+on a CPU.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,22 +47,39 @@ MAX_CG = 500
 RANK_EPS = 1e-11      # eigenvalues below RANK_EPS * the largest: outside the span
 TINY32 = torch.finfo(torch.float32).tiny
 GRAM_MAX = 8192       # rows up to which the N x N Gram matrix is kept (exact Newton steps)
+CHOL_EPS = 1e-8       # smallest squared Cholesky pivot, relative to the largest |row|^2
+DEFLATE = 128         # principal axes the Cholesky route's preconditioner treats exactly
 
 
 @dataclass
 class Basis:
-    """Orthonormal coordinates of the span of the rows ``[x_i, 1]`` of X (N, D).
+    """Coordinates of the span of the rows ``[x_i, 1]`` of X (N, D) in which the rows
+    keep their inner products.
 
     ``L`` (N, r): the rows in those coordinates (``L @ L.T`` is the Gram matrix of the
     augmented rows). Weights ``omega`` (r,) in them are ``w~ = [w, b]`` =
-    ``omega @ axes`` with ``axes`` (r, D+1) = ``left @ [X, 1]`` (Gram route) or ``right.T``
-    (second-moment route); neither is formed."""
+    ``omega @ axes`` with ``axes`` (r, D+1) = ``left @ [X, 1]`` (Gram routes) or ``right.T``
+    (second-moment route); neither is formed. Three routes:
+
+    - Cholesky (N <= D + 1, the Gram matrix G well conditioned): ``L`` = the Cholesky
+      factor of G, ``left`` = ``L^-1`` applied by a triangular solve. The axes are not
+      principal ones, so the conjugate gradients are preconditioned by deflation: the
+      top ``DEFLATE`` principal axes ``V`` (r, k), found by a randomized subspace
+      iteration, exactly, the rest by one scalar;
+    - eigenvectors of G (N <= D + 1, G nearly singular: repeated rows), rank-truncated;
+    - eigenvectors of the (D+1) x (D+1) second-moment matrix (N > D + 1).
+
+    In the last two the coordinates are principal axes: the Hessian is nearly diagonal
+    there, and its diagonal preconditions."""
 
     L: torch.Tensor
-    left: torch.Tensor | None    # (r, N): Lambda^-1/2 U^T (Gram route)
-    X: torch.Tensor | None       # (N, D) float64 (Gram route)
+    left: torch.Tensor | None    # (r, N): Lambda^-1/2 U^T (eigenvector Gram route)
+    X: torch.Tensor | None       # (N, D) float64 (Gram routes)
     right: torch.Tensor | None   # (D+1, r): eigenvectors (second-moment route)
-    G: torch.Tensor | None       # (N, N) Gram matrix of the augmented rows, when kept
+    Gz: torch.Tensor | None      # (N+1, N+1): the Gram matrix of the augmented rows,
+    #                              when kept, with a zero row and column N (padding)
+    V: torch.Tensor | None = None     # (r, k) float32: deflation axes (Cholesky route)
+    ends: torch.Tensor | None = None  # (N,): row i of L is zero past column ends[i]
 
     @classmethod
     def of(cls, X: np.ndarray | torch.Tensor, device: str | torch.device | None = None
@@ -65,31 +89,120 @@ class Basis:
         Xt = torch.as_tensor(X).to(dev, torch.float64)
         n, d = Xt.shape
         ones = torch.ones(n, 1, dtype=torch.float64, device=dev)
-        if n <= d + 1:  # Gram route: G = X X^T + 1 = U Lambda U^T, L = U Lambda^1/2
-            G = Xt @ Xt.T + 1.0
-            lam, U = torch.linalg.eigh(G)
+        if n <= d + 1:
+            Gz = _gram_padded(Xt)
+            G = Gz[:-1, :-1]
+            R, info = torch.linalg.cholesky_ex(G)
+            # a pivot is the distance of a row from the span of the rows before it:
+            # a tiny one (a repeated row) would make L^-1, and the weights, inaccurate
+            if int(info) == 0 and bool(R.diagonal().min() ** 2
+                                       > CHOL_EPS * G.diagonal().max()):
+                return cls(R, None, Xt, None, Gz, _top_axes(R, min(DEFLATE, n // 2)),
+                           torch.arange(n, device=dev))
+            lam, U = torch.linalg.eigh(G)   # G = U Lambda U^T, L = U Lambda^1/2
             keep = lam > RANK_EPS * lam[-1].clamp_min(1e-300)
             lam, U = lam[keep], U[:, keep]
             root = lam.sqrt()
-            return cls(U * root, (U / root).T.contiguous(), Xt, None, G)
+            return cls(U * root, (U / root).T.contiguous(), Xt, None, Gz)
         Xa = torch.cat([Xt, ones], 1)  # second-moment route: Xa^T Xa = V Lambda V^T
         lam, V = torch.linalg.eigh(Xa.T @ Xa)
         keep = lam > RANK_EPS * lam[-1].clamp_min(1e-300)
         V = V[:, keep].contiguous()
         L = Xa @ V
-        return cls(L, None, None, V, L @ L.T if n <= GRAM_MAX else None)
+        return cls(L, None, None, V, _padded(L @ L.T) if n <= GRAM_MAX else None)
 
     @property
     def rank(self) -> int:
         return self.L.shape[1]
+
+    @property
+    def G(self) -> torch.Tensor | None:
+        """The (N, N) Gram matrix of the augmented rows, when kept."""
+        return None if self.Gz is None else self.Gz[:-1, :-1]
 
     def weights(self, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, r) coordinates -> W (K, D), b (K,)."""
         if self.right is not None:
             wa = omega @ self.right.T
             return wa[:, :-1], wa[:, -1]
-        beta = omega @ self.left          # (K, N): w~ = sum_i beta_i [x_i, 1]
+        if self.left is None:   # Cholesky: beta = omega L^-1, i.e. L^T beta^T = omega^T
+            beta = torch.linalg.solve_triangular(self.L.T, omega.T, upper=True).T
+        else:
+            beta = omega @ self.left          # (K, N): w~ = sum_i beta_i [x_i, 1]
+        assert self.X is not None
         return beta @ self.X, beta.sum(1)
+
+
+def _padded(G: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.pad(G, (0, 1, 0, 1))
+
+
+def _gram_padded(X: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """(N+1, N+1): ``X X^T + 1`` (the augmented rows' Gram matrix) with a zero row and
+    column N; its lower block triangle computed and mirrored, (1 + 1/blocks) / 2 of the
+    product's work."""
+    n = X.shape[0]
+    Gz = torch.zeros(n + 1, n + 1, dtype=X.dtype, device=X.device)
+    cut = [round(n * j / blocks) for j in range(blocks + 1)]
+    for i in range(blocks):
+        a, b = cut[i], cut[i + 1]
+        for j in range(i + 1):
+            c, d = cut[j], cut[j + 1]
+            block = X[a:b] @ X[c:d].T
+            Gz[a:b, c:d] = block
+            if j < i:
+                Gz[c:d, a:b] = block.T
+    Gz[:n, :n] += 1.0
+    return Gz
+
+
+class Rows:
+    """Products with rows ``L`` (n, r) whose row i is zero past column ``ends[i]`` (a
+    Cholesky factor's rows, all or some; None: dense), by row blocks that skip the
+    zeros: about (1 + 1/blocks) / 2 of the dense products' work for a whole factor."""
+
+    def __init__(self, L: torch.Tensor, ends: torch.Tensor | None, blocks: int = 6) -> None:
+        n, r = L.shape
+        self.L, self.shape = L, (n, r)
+        if ends is None or n < 2 * blocks:
+            self.parts = [(0, n, r)]
+        else:
+            cut = [round(n * j / blocks) for j in range(blocks + 1)]
+            self.parts = [(a, b, int(ends[a:b].max()) + 1) for a, b in zip(cut, cut[1:])]
+
+    def float(self) -> Rows:
+        out = Rows.__new__(Rows)
+        out.L, out.shape, out.parts = self.L.float(), self.shape, self.parts
+        return out
+
+    def mm(self, M: torch.Tensor) -> torch.Tensor:
+        """L @ M, M (r, k)."""
+        out = torch.empty(self.shape[0], M.shape[1], dtype=M.dtype, device=M.device)
+        for a, b, hi in self.parts:
+            torch.mm(self.L[a:b, :hi], M[:hi], out=out[a:b])
+        return out
+
+    def tmm(self, S: torch.Tensor) -> torch.Tensor:
+        """L^T @ S, S (n, k)."""
+        out = torch.zeros(self.shape[1], S.shape[1], dtype=S.dtype, device=S.device)
+        for a, b, hi in self.parts:
+            out[:hi].addmm_(self.L[a:b, :hi].T, S[a:b])
+        return out
+
+
+def _top_axes(L: torch.Tensor, k: int, power: int = 2, over: int = 16) -> torch.Tensor:
+    """(r, k) float32: the top k right singular vectors of L (N, r) (its principal
+    axes), by a seeded randomized subspace iteration with ``power`` passes (Halko et
+    al. 2011); approximate, which only a preconditioner may be."""
+    L32 = L.float()
+    gen = torch.Generator(device=L.device).manual_seed(0)
+    Y = torch.randn(L.shape[1], k + over, generator=gen, device=L.device)
+    for _ in range(power + 1):
+        Y = L32.T @ (L32 @ torch.linalg.qr(Y)[0])
+    Q = torch.linalg.qr(Y)[0]
+    B = L32 @ Q
+    _, vec = torch.linalg.eigh(B.T @ B)
+    return (Q @ vec[:, -k:]).contiguous()
 
 
 def objective(L: torch.Tensor, Y: torch.Tensor, M: torch.Tensor, omega: torch.Tensor,
@@ -137,38 +250,48 @@ def _line_search(a: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, Q: torch.Ten
 
 CHOLESKY_SLOWDOWN = 4  # a Cholesky flop costs about this many matrix-product flops
 CHUNK_BYTES = 1 << 28   # memory of one batch of padded Newton systems
+PAD_SLACK = 1.05        # the largest system of a batch: at most this times the smallest
 
 
-def _exact_steps(G: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
+def _exact_steps(Gz: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
                  Y: torch.Tensor, classes: torch.Tensor, C: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Newton points of ``classes``: beta (len(classes), n) with
     ``(G_AA + I / 2C) beta_A = y_A`` on each class's active rows A (zero elsewhere), and
-    which of them were solved (a failed factorisation falls back to CG). The systems are
-    batched, padded with identity rows, in order of size."""
+    which of them were solved (a failed factorisation falls back to CG). ``Gz``: the
+    Gram matrix with a zero row and column N (:attr:`Basis.Gz`). The systems are
+    batched, padded with identity rows, in order of size; on a CPU the batches are
+    shared among torch's threads, one thread each (a batched factorisation of small
+    matrices uses threads poorly: 1.6x faster so on 2 cores)."""
     n = act.shape[0]
-    N = G.shape[0]
-    Gz = torch.nn.functional.pad(G, (0, 1, 0, 1))   # row and column N: zeros (padding)
+    dev = Gz.device
     sizes = act[:, classes].sum(0)
     order = torch.argsort(sizes)
-    beta = torch.zeros(len(classes), n, dtype=G.dtype, device=G.device)
-    ok = torch.ones(len(classes), dtype=torch.bool, device=G.device)
+    sizes_l = sizes[order].tolist()
+    parts = []
     start = 0
     while start < len(classes):
-        m = int(sizes[order[start]])
+        # a batch: systems within PAD_SLACK of the smallest one's size (padding costs
+        # the largest one's factorisation for each), within CHUNK_BYTES
         stop = start + 1
-        while stop < len(classes) and (stop - start + 1) * int(sizes[order[stop]]) ** 2 * 8 \
-                <= CHUNK_BYTES:
+        while stop < len(classes) and (stop - start + 1) * sizes_l[stop] ** 2 * 8 \
+                <= CHUNK_BYTES and sizes_l[stop] <= sizes_l[start] * PAD_SLACK + 8:
             stop += 1
-        part = order[start:stop]
+        parts.append(order[start:stop])
+        start = stop
+    threads = torch.get_num_threads() if dev.type == "cpu" else 1
+    if threads > 1:   # each batch split among the threads
+        parts = [p for part in parts for p in part.tensor_split(min(threads, len(part)))]
+
+    def solve(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = int(sizes[part[-1]])
-        idx = torch.zeros(len(part), m, dtype=torch.long, device=G.device)
-        valid = torch.zeros(len(part), m, dtype=torch.bool, device=G.device)
+        idx = torch.zeros(len(part), m, dtype=torch.long, device=dev)
+        valid = torch.zeros(len(part), m, dtype=torch.bool, device=dev)
         for j, c in enumerate(classes[part].tolist()):
             rows = torch.nonzero(act[:, c])[:, 0]
             idx[j, :len(rows)] = rows
             valid[j, :len(rows)] = True
-        g = torch.where(valid, idx if gidx is None else gidx[idx], N)
+        g = torch.where(valid, idx if gidx is None else gidx[idx], Gz.shape[0] - 1)
         A = Gz[g[:, :, None], g[:, None, :]]            # zero rows/columns for padding
         A.diagonal(dim1=1, dim2=2).add_(torch.where(valid, 1 / (2 * C), 1.0))
         rhs = torch.where(valid, Y[idx, classes[part][:, None]], 0.0)[:, :, None]
@@ -176,11 +299,24 @@ def _exact_steps(G: torch.Tensor, gidx: torch.Tensor | None, act: torch.Tensor,
         half = torch.linalg.solve_triangular(chol, rhs, upper=False)
         sol = torch.linalg.solve_triangular(chol.mT, half, upper=True)[:, :, 0]
         good = info == 0
-        ok[part] = good
         rows_b = torch.where(valid & good[:, None], sol, 0.0)
-        beta[part] = torch.zeros(len(part), n, dtype=G.dtype, device=G.device).scatter_add_(
-            1, idx, rows_b)
-        start = stop
+        return good, torch.zeros(len(part), n, dtype=Gz.dtype, device=dev).scatter_add_(
+            1, idx, rows_b), part
+
+    if threads > 1 and len(parts) > 1:
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                done = list(pool.map(solve, parts))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        done = [solve(part) for part in parts]
+    beta = torch.zeros(len(classes), n, dtype=Gz.dtype, device=dev)
+    ok = torch.ones(len(classes), dtype=torch.bool, device=dev)
+    for good, rows_b, part in done:
+        ok[part] = good
+        beta[part] = rows_b
     return beta, ok
 
 
@@ -201,11 +337,12 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     by conjugate gradients otherwise; then the exact line search towards it.
     """
     dev = basis.L.device
+    G = basis.Gz
     if rows is None:
-        L, G, gidx = basis.L, basis.G, None
+        L, gidx, ends = basis.L, None, basis.ends
     else:
         gidx = torch.as_tensor(rows, device=dev, dtype=torch.long)
-        L, G = basis.L[gidx], basis.G
+        L, ends = basis.L[gidx], None if basis.ends is None else basis.ends[gidx]
     n, r = L.shape
     k = Y.shape[1]
     Y = Y.to(L)
@@ -213,13 +350,19 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     Mf = M.to(L.dtype)
     omega = torch.zeros(k, r, dtype=L.dtype, device=dev) if omega is None \
         else omega.to(L).clone()
-    LT = L.T.contiguous()
+    Lr = Rows(L, ends)
     # the CG's Hessian products and preconditioner in float32 (they only shape the
     # direction; gradients, margins and the stopping test stay float64)
-    L32 = L.float()
-    LT32 = LT.float()
-    L2T32 = (L32 * L32).T.contiguous()   # (r, n): the Hessian's diagonal
-    Z = L @ omega.T                # (n, K) margins
+    Lr32 = Lr.float()
+    L32 = Lr32.L
+    V = basis.V
+    if V is None:    # principal axes: the Hessian's diagonal preconditions
+        L2T32 = (L32 * L32).T.contiguous()   # (r, n)
+    else:            # deflation: V's axes exactly, the rest by their mean diagonal
+        PV2T = ((L32 @ V) ** 2).T.contiguous()   # (k, n)
+        sq32 = (L32 * L32).sum(1)                # (n,)
+        rest = max(r - V.shape[1], 1)
+    Z = Lr.mm(omega.T)             # (n, K) margins
     cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
     cg_steps = 0
     f = torch.zeros(k, dtype=L.dtype, device=dev)
@@ -230,7 +373,7 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
         slack = (1 - Yl * Z[:, lv]).clamp_min(0) * Mf[:, lv]   # (n, k'), 0 where unused
         fl = 0.5 * (omega[lv] ** 2).sum(1) + C * (slack ** 2).sum(0)
         f[lv] = fl
-        grad = omega[lv] - 2 * C * (LT @ (slack * Yl)).T       # (k', r)
+        grad = omega[lv] - 2 * C * Lr.tmm(slack * Yl).T         # (k', r)
         gg = (grad ** 2).sum(1)
         ok = gg <= 2 * tol * fl
         done[lv[ok]] = True
@@ -253,24 +396,34 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
             beta, good = _exact_steps(G, gidx, act_b, Yl, sel, C)
             direct[sel[~good]] = False
             sel, beta = sel[good], beta[good]
-            d[sel] = beta @ L - omega[lv[sel]]
+            d[sel] = Lr.tmm(beta.T).T - omega[lv[sel]]
         if not bool(direct.all()):
             # preconditioned CG on H d = -grad, H v = v + 2C L^T diag(act) L v, per class
             cls = torch.nonzero(~direct)[:, 0]
             Gc, act_c = grad[cls].float(), act_b[:, cls].float()
-            P = 1 + 2 * C * (L2T32 @ act_c).T             # (k'', r) Jacobi preconditioner
+            if V is None:
+                P = 1 + 2 * C * (L2T32 @ act_c).T          # (k'', r) Jacobi
+            else:
+                hv = (PV2T @ act_c).T                     # (k'', k): H's diagonal on V
+                mu = 1 + 2 * C * ((sq32 @ act_c) - hv.sum(1)).clamp_min(0) / rest
+                inv_h = 1 / (1 + 2 * C * hv) - 1 / mu[:, None]
+
+            def precond(res: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+                if V is None:
+                    return res / P[on]
+                return res / mu[on, None] + ((res @ V) * inv_h[on]) @ V.T
             ggc, fc = gg[cls], fl[cls]
             stop = (ggc.sqrt() * torch.clamp((ggc / (2 * fc.clamp_min(1e-300))).sqrt(),
                                              max=0.1).clamp_min(1e-3)).float()  # forcing
             dc = torch.zeros_like(Gc)
             res = -Gc
-            zr = res / P
+            zr = precond(res, torch.arange(len(cls), device=dev))
             p = zr.clone()
             rz = (res * zr).sum(1)
             on = torch.arange(len(cls), device=dev)     # the classes still iterating
             for step in range(1, max_cg + 1):
                 po = p[on]
-                Hp = po + 2 * C * (LT32 @ (act_c[:, on] * (L32 @ po.T))).T
+                Hp = po + 2 * C * Lr32.tmm(act_c[:, on] * Lr32.mm(po.T)).T
                 cg_steps += 1
                 alpha = rz[on] / (po * Hp).sum(1).clamp_min(TINY32)
                 dc[on] += alpha[:, None] * po
@@ -278,13 +431,13 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
                 on = on[(res[on] ** 2).sum(1).sqrt() > stop[on]]
                 if len(on) == 0:
                     break
-                zr = res[on] / P[on]
+                zr = precond(res[on], on)
                 rz_new = (res[on] * zr).sum(1)
                 p[on] = zr + (rz_new / rz[on].clamp_min(TINY32))[:, None] * p[on]
                 rz[on] = rz_new
             d[cls] = dc.to(d.dtype)
             cg_est = float(step)
-        Q = L @ d.T
+        Q = Lr.mm(d.T)
         t = _line_search((omega[lv] * d).sum(1), (d ** 2).sum(1), Z[:, lv], Q, Yl, M[:, lv],
                          C)
         omega[lv] += t[:, None] * d
