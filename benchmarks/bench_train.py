@@ -12,13 +12,14 @@ Nets (``--nets``):
 
 Variants: vgg and torchvision, each in fp32 and under bf16 autocast (``--amp bf16``:
 weights, optimizer state, loss and BN statistics fp32); vgg's step in the trainer's
-memory format (NCHW on a CPU, channels-last on CUDA), torchvision's net and input
-channels-last (NHWC, its faster CPU format); vgg's step under ``torch.compile``
-(``--compile``; the compile time is reported apart) and channels-last
-(``--channels-last``). Every
+memory format (channels-last, net and batches, unless ``--no-channels-last``),
+torchvision's net and input channels-last (NHWC, its faster CPU format); vgg's step
+under ``torch.compile`` (``--compile``; the compile time is reported apart), and forced
+to each memory format, NCHW and channels-last (``--channels-last NETS``). Every
 variant runs the same step: uint8 batch -> PCA colour shift and mean subtraction on the
 device -> net -> cross-entropy in fp32 -> SGD with momentum. Each variant runs in its own
-process (clean peak RSS), all variants of a net alternate, ``--repeats`` times; inside a
+process (clean peak RSS), all variants alternate, ``--repeats`` times, every other round
+in reverse order (a process's place in a round biases its rate); inside a
 process the best of ``--chunks`` timed chunks counts, and the best process. GFLOP/s =
 images/s x 3 x 2 x the net's forward multiply-adds (backward ~ twice the forward), and
 "% of matmul" divides it by ``torch.mm``'s 2048^3 rate in the same precision, measured
@@ -104,8 +105,8 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
 
     device = torch.device(device)
     torch.manual_seed(0)
-    if impl == "vgg-cl":  # vgg's step with the net and its input in channels-last
-        step_mod.channels_last_pays = lambda *a, **k: True
+    if impl in ("vgg-cl", "vgg-nchw"):  # vgg's step, net and batches in one forced format
+        step_mod.channels_last_pays = lambda *a, **k: impl == "vgg-cl"
         impl = "vgg"
     shape = {k: net[k] for k in ("arch", "batch_norm", "width", "fc_width", "crop")}
     amp = "bf16" if precision == "bf16" else "none"
@@ -114,8 +115,8 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
     model = (build(**shape, num_classes=net["classes"]) if impl == "vgg" else
              ChannelsLast(torchvision_net(net), Preprocess.paper()))
     model.to(device).train()
-    if step_mod.channels_last_pays(cfg, device):  # as the trainer does (or forced)
-        model.to(memory_format=torch.channels_last)
+    if impl == "vgg":  # as the trainer does (or forced)
+        model.memory_format = step_mod.train_memory_format(cfg, device)
     opt = torch.optim.SGD(param_groups(model, 5e-4, False), lr=1e-3, momentum=0.9)
     step = TrainStep(cfg, model, ClassificationTask(cfg), opt,  # type: ignore[arg-type]
                      grad_scaler(amp), stats=ColourStats.imagenet(), dist=DistInfo(), device=device,
@@ -198,12 +199,13 @@ def variants(nets: list[str], compiled: list[str], cl: list[str] = ()
         if n in compiled:
             out += [(n, "vgg", "fp32", True), (n, "vgg", "bf16", True)]
         if n in cl:
-            out += [(n, "vgg-cl", "fp32", False), (n, "vgg-cl", "bf16", False)]
+            out += [(n, f, p, False) for f in ("vgg-nchw", "vgg-cl") for p in ("fp32", "bf16")]
     return out
 
 
 def label(impl: str, prec: str, compiled: bool) -> str:
-    name = {"vgg": "vgg `TrainStep`", "vgg-cl": "vgg `TrainStep`, channels-last"}.get(
+    name = {"vgg": "vgg `TrainStep`", "vgg-cl": "vgg `TrainStep`, forced channels-last",
+            "vgg-nchw": "vgg `TrainStep`, forced NCHW"}.get(
         impl, "torchvision VGG, channels-last")
     amp = "fp32" if prec == "fp32" else "bf16 autocast"
     return f"{name}, {amp}" + (", `torch.compile`" if compiled else "")
@@ -225,8 +227,8 @@ def main() -> int:
     p.add_argument("--compile", default="demo,crop64",
                    help="nets whose vgg step is also measured under torch.compile ('' = none)")
     p.add_argument("--channels-last", default="", metavar="NETS",
-                   help="nets whose vgg step is also measured with the net and its input "
-                        "channels-last (the trainer uses it on CUDA only; '' = none)")
+                   help="nets whose vgg step is also measured forced to each memory format, "
+                        "net and batches NCHW, then channels-last ('' = none)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunks", type=int, default=3, help="timed chunks per process")
     p.add_argument("--threads", type=int, default=2)
@@ -258,7 +260,9 @@ def main() -> int:
     for r in range(a.repeats):
         for prec in mm:
             mm[prec] = max(mm[prec], _sub([f"--matmul={prec}", *common])["gflops"])
-        for v in todo:
+        # odd rounds in reverse order: a variant's place in a round biases its rate
+        # (later processes measured up to 20% slower on identical code)
+        for v in (todo if r % 2 == 0 else todo[::-1]):
             n, impl, prec, comp = v
             res = _sub([f"--variant={n}:{impl}:{prec}:{int(comp)}", *common])
             results[v].append(res)
@@ -292,8 +296,9 @@ def report(a: argparse.Namespace, nets: list[str], todo: list[tuple[str, str, st
         f"{'yes' if cpu_native_bf16() else 'no'}; {elapsed / 60:.0f} min; 1-minute load "
         f"average {load0:.1f} before, {load1:.1f} after, on {os.cpu_count()} cores).",
         "",
-        f"Batch {a.batch}; best of {a.repeats} alternating processes per variant, each the "
-        f"best of {a.chunks} timed chunks after warm-up steps. `torch.mm` 2048^3: "
+        f"Batch {a.batch}; best of {a.repeats} alternating processes per variant (every "
+        f"other round in reverse order), each the best of {a.chunks} timed chunks after "
+        f"warm-up steps. `torch.mm` 2048^3: "
         f"{mm['fp32']:.0f} GFLOP/s fp32, {mm['bf16']:.0f} GFLOP/s bf16 "
         f"({mm['bf16'] / mm['fp32']:.2f}x).",
         "",

@@ -179,16 +179,32 @@ def test_a_bf16_run_records_its_precision_and_keeps_fp32_state(data: Path,
     assert "amp: bf16" in (tmp_path / "run" / "config.yaml").read_text()
 
 
+def test_channels_last_unless_turned_off_on_every_device() -> None:
+    from vgg.train.step import channels_last_pays, train_memory_format
+
+    for dev in (CPU, torch.device("cuda")):
+        on = TrainConfig(data="d", out="o")
+        off = TrainConfig(data="d", out="o", channels_last=False)
+        assert channels_last_pays(on, dev) and not channels_last_pays(off, dev)
+        assert train_memory_format(on, dev) == torch.channels_last
+        assert train_memory_format(off, dev) == torch.contiguous_format
+
+
+@pytest.mark.parametrize("cl", [True, False], ids=["channels-last", "nchw"])
 def test_a_bf16_run_stopped_mid_epoch_resumes_exactly(data: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      cl: bool) -> None:
     torch.set_num_threads(1)
-    ref = train(tiny(data, tmp_path / "ref", amp="bf16", epochs=2))
+    size = dict(channels_last=cl)
+    ref = train(tiny(data, tmp_path / "ref", amp="bf16", epochs=2, **size))
     calls = {"n": 0}
     real = TrainStep.__call__
 
     def stop_after_two(self, batch, position):  # noqa: ANN001, ANN202
         out = real(self, batch, position)
+        conv = next(m for m in self.net.modules() if isinstance(m, nn.Conv2d))
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        assert conv.weight.is_contiguous(memory_format=fmt)
         calls["n"] += 1
         if calls["n"] == 2:  # SIGTERM: the loop finishes this step, saves, stops
             os.kill(os.getpid(), signal.SIGTERM)
@@ -196,7 +212,7 @@ def test_a_bf16_run_stopped_mid_epoch_resumes_exactly(data: Path, tmp_path: Path
 
     monkeypatch.setattr(TrainStep, "__call__", stop_after_two)
     run = tmp_path / "stopped"
-    first = train(tiny(data, run, amp="bf16", epochs=2))
+    first = train(tiny(data, run, amp="bf16", epochs=2, **size))
     assert first.interrupted
     ts = load_checkpoint(run / "last.pt").train_state
     assert (ts["epoch"], ts["step"]) == (0, 2)  # mid-epoch: 3 steps an epoch

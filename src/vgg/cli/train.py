@@ -159,7 +159,9 @@ def add_machinery_flags(p: argparse.ArgumentParser, classification: bool = True)
                           "for the net's size, docs/training.md) or none (fp32, default). "
                           "A resumed run keeps its own")
     dev.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                     help="channels-last memory format on CUDA (default on)")
+                     help="train the net and its batches in the channels-last (NHWC) memory "
+                          "format (default on: the faster one measured on CPUs and the "
+                          "one cuDNN prefers); --no-channels-last: NCHW")
     dev.add_argument("--compile", action=argparse.BooleanOptionalAction,
                      help="torch.compile the net")
     dev.add_argument("--deterministic", action=argparse.BooleanOptionalAction,

@@ -82,7 +82,7 @@ class TrainConfig(NetShape):
     # machinery
     device: str = "auto"
     amp: str = "none"                # mixed precision: none (fp32), bf16, fp16 or auto
-    channels_last: bool = True       # on CUDA only
+    channels_last: bool = True       # net and batches NHWC (False: NCHW)
     compile: bool = False
     deterministic: bool = False
     workers: int | None = None       # loader processes; None = usable cores (max 8)

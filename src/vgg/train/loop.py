@@ -39,8 +39,8 @@ from .checkpoint import (BEST, LAST, Position, check_writable, estimate_checkpoi
 from .config import TrainConfig, check_resume, save_yaml
 from .run_folder import RunFolder, StopFlag, Writers
 from .schedule import LrSchedule
-from .step import (TrainingDiverged, TrainStep, amp_dtype, amp_name, channels_last_pays,
-                   grad_scaler, resolve_amp, step_seed)
+from .step import (TrainingDiverged, TrainStep, amp_dtype, amp_name, grad_scaler,
+                   resolve_amp, step_seed, train_memory_format)
 from .task import Task, TaskContext
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,7 @@ class Trainer:
         if self.start.resume_ckpt is None:
             self.model.preprocess = new_preprocess(cfg, self.stats, self.start.source)
         self.model.to(self.device)
-        if channels_last_pays(cfg, self.device):
-            self.model.to(memory_format=torch.channels_last)
+        self.model.memory_format = train_memory_format(cfg, self.device)
 
     def _make_optimizer(self) -> None:
         cfg = self.cfg

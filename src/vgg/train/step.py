@@ -101,10 +101,14 @@ def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
 
 
 def channels_last_pays(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether the run trains in the channels-last (NHWC) memory format (``--channels-last``,
-    on by default): on CUDA. On a CPU the net stays NCHW (docs/benchmarks.md
-    "Training step" compares the two)."""
-    return bool(cfg.channels_last) and device.type == "cuda"
+    """Whether the run trains in the channels-last (NHWC) memory format, net and batches
+    (``--channels-last``, on by default; ``--no-channels-last``: NCHW throughout)."""
+    return bool(cfg.channels_last)
+
+
+def train_memory_format(cfg: TrainConfig, device: torch.device) -> torch.memory_format:
+    """The memory format a run's net trains in (:func:`channels_last_pays`)."""
+    return torch.channels_last if channels_last_pays(cfg, device) else torch.contiguous_format
 
 
 class TrainStep:
