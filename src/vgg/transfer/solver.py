@@ -115,6 +115,17 @@ class Basis:
     def rank(self) -> int:
         return self.L.shape[1]
 
+    def rows(self, rows: torch.Tensor | np.ndarray | None) -> RowSet:
+        """The products' operands for a fit on ``rows`` (all when None), kept for the
+        next fit on the same rows (the held-out fits of every C share them)."""
+        key = None if rows is None else np.asarray(
+            rows.cpu() if isinstance(rows, torch.Tensor) else rows).tobytes()
+        cached = getattr(self, "_rows", None)
+        if cached is None or cached[0] != key:
+            cached = (key, RowSet.of(self, rows))
+            self._rows = cached
+        return cached[1]
+
     @property
     def G(self) -> torch.Tensor | None:
         """The (N, N) Gram matrix of the augmented rows, when kept."""
@@ -188,6 +199,38 @@ class Rows:
         for a, b, hi in self.parts:
             out[:hi].addmm_(self.L[a:b, :hi].T, S[a:b])
         return out
+
+
+@dataclass
+class RowSet:
+    """A fit's rows of a :class:`Basis`: ``L`` (n, r) float64 and its products
+    (:class:`Rows`, float64 and the conjugate gradients' float32), ``gidx`` their indices
+    (None: all), and the preconditioners' row terms: ``L2T32`` (r, n) the squared
+    coordinates (principal axes), or ``PV2T`` (k, n) the squared coordinates on the
+    deflation axes and ``sq32`` (n,) the squared norms (Cholesky route)."""
+
+    L: torch.Tensor
+    gidx: torch.Tensor | None
+    Lr: Rows
+    Lr32: Rows
+    L2T32: torch.Tensor | None
+    PV2T: torch.Tensor | None
+    sq32: torch.Tensor | None
+
+    @classmethod
+    def of(cls, basis: Basis, rows: torch.Tensor | np.ndarray | None) -> RowSet:
+        if rows is None:
+            L, gidx, ends = basis.L, None, basis.ends
+        else:
+            gidx = torch.as_tensor(rows, device=basis.L.device, dtype=torch.long)
+            L, ends = basis.L[gidx], None if basis.ends is None else basis.ends[gidx]
+        Lr = Rows(L, ends)
+        Lr32 = Lr.float()
+        L32 = Lr32.L
+        if basis.V is None:
+            return cls(L, gidx, Lr, Lr32, (L32 * L32).T.contiguous(), None, None)
+        return cls(L, gidx, Lr, Lr32, None, ((L32 @ basis.V) ** 2).T.contiguous(),
+                   (L32 * L32).sum(1))
 
 
 def _top_axes(L: torch.Tensor, k: int, power: int = 2, over: int = 16) -> torch.Tensor:
@@ -338,11 +381,8 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     """
     dev = basis.L.device
     G = basis.Gz
-    if rows is None:
-        L, gidx, ends = basis.L, None, basis.ends
-    else:
-        gidx = torch.as_tensor(rows, device=dev, dtype=torch.long)
-        L, ends = basis.L[gidx], None if basis.ends is None else basis.ends[gidx]
+    rs = basis.rows(rows)
+    L, gidx, Lr, Lr32 = rs.L, rs.gidx, rs.Lr, rs.Lr32
     n, r = L.shape
     k = Y.shape[1]
     Y = Y.to(L)
@@ -350,17 +390,8 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     Mf = M.to(L.dtype)
     omega = torch.zeros(k, r, dtype=L.dtype, device=dev) if omega is None \
         else omega.to(L).clone()
-    Lr = Rows(L, ends)
-    # the CG's Hessian products and preconditioner in float32 (they only shape the
-    # direction; gradients, margins and the stopping test stay float64)
-    Lr32 = Lr.float()
-    L32 = Lr32.L
     V = basis.V
-    if V is None:    # principal axes: the Hessian's diagonal preconditions
-        L2T32 = (L32 * L32).T.contiguous()   # (r, n)
-    else:            # deflation: V's axes exactly, the rest by their mean diagonal
-        PV2T = ((L32 @ V) ** 2).T.contiguous()   # (k, n)
-        sq32 = (L32 * L32).sum(1)                # (n,)
+    if V is not None:
         rest = max(r - V.shape[1], 1)
     Z = Lr.mm(omega.T)             # (n, K) margins
     cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
@@ -402,10 +433,10 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
             cls = torch.nonzero(~direct)[:, 0]
             Gc, act_c = grad[cls].float(), act_b[:, cls].float()
             if V is None:
-                P = 1 + 2 * C * (L2T32 @ act_c).T          # (k'', r) Jacobi
+                P = 1 + 2 * C * (rs.L2T32 @ act_c).T       # (k'', r) Jacobi
             else:
-                hv = (PV2T @ act_c).T                     # (k'', k): H's diagonal on V
-                mu = 1 + 2 * C * ((sq32 @ act_c) - hv.sum(1)).clamp_min(0) / rest
+                hv = (rs.PV2T @ act_c).T                  # (k'', k): H's diagonal on V
+                mu = 1 + 2 * C * ((rs.sq32 @ act_c) - hv.sum(1)).clamp_min(0) / rest
                 inv_h = 1 / (1 + 2 * C * hv) - 1 / mu[:, None]
 
             def precond(res: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
