@@ -14,8 +14,8 @@ Variants: vgg and torchvision, each in fp32 and under bf16 autocast (``--amp bf1
 weights, optimizer state, loss and BN statistics fp32); vgg's step in the trainer's
 memory format (channels-last, net and batches, unless ``--no-channels-last``),
 torchvision's net and input channels-last (NHWC, its faster CPU format); vgg's step
-under ``torch.compile`` (``--compile``; the compile time is reported apart), and forced
-to each memory format, NCHW and channels-last (``--channels-last NETS``). Every
+under ``torch.compile`` (``--compile``; the compile time is reported apart), and in
+NCHW, net and batches (``--nchw NETS``: ``vgg train --no-channels-last``). Every
 variant runs the same step: uint8 batch -> PCA colour shift and mean subtraction on the
 device -> net -> cross-entropy in fp32 -> SGD with momentum. Each variant runs in its own
 process (clean peak RSS), all variants alternate, ``--repeats`` times, every other round
@@ -26,7 +26,7 @@ images/s x 3 x 2 x the net's forward multiply-adds (backward ~ twice the forward
 in the same run.
 
     python benchmarks/bench_train.py [--nets demo,crop64,vgg16] [--batch 32]
-        [--channels-last crop64] [--write-docs]
+        [--nchw crop64] [--write-docs]
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
 
     device = torch.device(device)
     torch.manual_seed(0)
-    if impl in ("vgg-cl", "vgg-nchw"):  # vgg's step, net and batches in one forced format
-        step_mod.channels_last_pays = lambda *a, **k: impl == "vgg-cl"
+    if impl == "vgg-nchw":  # vgg's step, net and batches NCHW (--no-channels-last)
+        step_mod.channels_last_pays = lambda *a, **k: False
         impl = "vgg"
     shape = {k: net[k] for k in ("arch", "batch_norm", "width", "fc_width", "crop")}
     amp = "bf16" if precision == "bf16" else "none"
@@ -189,7 +189,7 @@ def forward_macs(net_name: str) -> int:
                                 crop=net["crop"], num_classes=net["classes"]))
 
 
-def variants(nets: list[str], compiled: list[str], cl: list[str] = ()
+def variants(nets: list[str], compiled: list[str], nchw: list[str] = ()
              ) -> list[tuple[str, str, str, bool]]:
     out = []
     for n in nets:
@@ -198,14 +198,13 @@ def variants(nets: list[str], compiled: list[str], cl: list[str] = ()
                 out.append((n, impl, prec, False))
         if n in compiled:
             out += [(n, "vgg", "fp32", True), (n, "vgg", "bf16", True)]
-        if n in cl:
-            out += [(n, f, p, False) for f in ("vgg-nchw", "vgg-cl") for p in ("fp32", "bf16")]
+        if n in nchw:
+            out += [(n, "vgg-nchw", "fp32", False), (n, "vgg-nchw", "bf16", False)]
     return out
 
 
 def label(impl: str, prec: str, compiled: bool) -> str:
-    name = {"vgg": "vgg `TrainStep`", "vgg-cl": "vgg `TrainStep`, forced channels-last",
-            "vgg-nchw": "vgg `TrainStep`, forced NCHW"}.get(
+    name = {"vgg": "vgg `TrainStep`", "vgg-nchw": "vgg `TrainStep`, NCHW"}.get(
         impl, "torchvision VGG, channels-last")
     amp = "fp32" if prec == "fp32" else "bf16 autocast"
     return f"{name}, {amp}" + (", `torch.compile`" if compiled else "")
@@ -226,9 +225,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--compile", default="demo,crop64",
                    help="nets whose vgg step is also measured under torch.compile ('' = none)")
-    p.add_argument("--channels-last", default="", metavar="NETS",
-                   help="nets whose vgg step is also measured forced to each memory format, "
-                        "net and batches NCHW, then channels-last ('' = none)")
+    p.add_argument("--nchw", default="", metavar="NETS",
+                   help="nets whose vgg step is also measured in NCHW, net and batches "
+                        "(--no-channels-last; '' = none)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunks", type=int, default=3, help="timed chunks per process")
     p.add_argument("--threads", type=int, default=2)
@@ -247,13 +246,13 @@ def main() -> int:
         return 0
     nets = [n for n in a.nets.split(",") if n]
     compiled = [n for n in a.compile.split(",") if n]
-    cl = [n for n in a.channels_last.split(",") if n]
-    bad = [n for n in nets + compiled + cl if n not in NETS]
+    nchw = [n for n in a.nchw.split(",") if n]
+    bad = [n for n in nets + compiled + nchw if n not in NETS]
     if bad:
         p.error(f"unknown net(s) {bad}; known: {', '.join(NETS)}")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    todo = variants(nets, compiled, cl)
+    todo = variants(nets, compiled, nchw)
     results: dict[tuple[str, str, str, bool], list[dict[str, float]]] = {v: [] for v in todo}
     mm: dict[str, float] = {"fp32": 0.0, "bf16": 0.0}
     common = [f"--batch={a.batch}", f"--chunks={a.chunks}", f"--threads={a.threads}"]
@@ -288,7 +287,7 @@ def report(a: argparse.Namespace, nets: list[str], todo: list[tuple[str, str, st
 
     cmd = (f"python benchmarks/bench_train.py --nets {a.nets} --batch {a.batch} "
            f"--compile '{a.compile}' "
-           + (f"--channels-last '{a.channels_last}' " if a.channels_last else "")
+           + (f"--nchw '{a.nchw}' " if a.nchw else "")
            + f"--repeats {a.repeats} --chunks {a.chunks} --threads {a.threads}")
     lines = [
         f"Command: `{cmd}` ({platform.machine()}, {a.threads} threads, torch "
