@@ -196,21 +196,35 @@ def test_cli_solver_flag_is_recorded(tmp_path: Path,
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
 
 
-def test_the_three_bases_keep_the_rows_inner_products_and_reach_the_optimum() -> None:
-    """N <= D + 1: the Cholesky factor of the Gram matrix, or its eigenvectors when a
-    repeated row makes it singular; N > D + 1: the second-moment eigenvectors. Each keeps
-    ``L L^T`` = the augmented rows' Gram matrix, and its fit reaches LinearSVC's optimum."""
+@pytest.mark.parametrize("pivoted", [True, False], ids=["pivoted-cholesky", "gram-eigh"])
+def test_the_bases_keep_the_rows_inner_products_and_reach_the_optimum(
+        pivoted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N <= D + 1: the Cholesky factor of the Gram matrix; when a repeated row makes it
+    singular, its pivoted Cholesky factor on a CPU (or its eigenvectors); N > D + 1: the
+    second-moment eigenvectors. Each keeps ``L L^T`` = the augmented rows' Gram matrix,
+    and its fit reaches LinearSVC's optimum."""
+    monkeypatch.setattr(S, "PIVOTED", pivoted)
     X, T = problem(50, 120, 3, separable=False, seed=4)
     rep = X.copy()
     rep[1] = rep[0]
     tall, Tt = problem(80, 10, 3, separable=False, seed=4)
-    for Xs, Ts, route in ((X, T, "cholesky"), (rep, T, "gram-eigh"), (tall, Tt, "moments")):
+    for Xs, Ts, route in ((X, T, "cholesky"), (rep, T, "pivoted" if pivoted else "gram-eigh"),
+                          (tall, Tt, "moments")):
         basis = S.Basis.of(Xs)
-        assert route == ("cholesky" if basis.V is not None else
-                         "gram-eigh" if basis.left is not None else "moments")
+        got = ("moments" if basis.right is not None else "gram-eigh" if basis.piv is None
+               else "cholesky" if len(basis.piv) == len(Xs) else "pivoted")
+        assert got == route
+        if route == "pivoted":
+            assert basis.rank == len(Xs) - 1             # one of the repeated pair dropped
+            assert not (0 in basis.piv.tolist() and 1 in basis.piv.tolist())
+            P = basis.piv
+            assert torch.equal(basis.L[P].triu(1), torch.zeros_like(basis.L[P]))
         Xa = np.hstack([Xs, np.ones((len(Xs), 1), np.float32)]).astype(np.float64)
         torch.testing.assert_close(basis.L @ basis.L.T, torch.as_tensor(Xa @ Xa.T),
                                    rtol=1e-9, atol=1e-9)
+        if basis.ends is not None:   # the block products' promise: zeros past ends
+            cols = torch.arange(basis.rank)
+            assert bool((basis.L[cols[None, :] > basis.ends[:, None]] == 0).all())
         Y = torch.as_tensor(np.where(Ts > 0, 1.0, -1.0))
         M = torch.ones(Y.shape, dtype=torch.bool)
         for C in (0.1, 1000.0):
