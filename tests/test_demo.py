@@ -89,3 +89,18 @@ def test_demo_dataset_is_reused_when_the_plan_matches(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="other settings"):
         shapes_dataset(plan, root, seed=1)
     assert len(list((root / "train").glob("*/*.jpg"))) == 6
+
+
+def test_demo_trains_without_loader_processes_on_a_two_core_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import vgg.data.loaders as L
+    from vgg.demo import train_workers
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for cores, want in ((1, 0), (2, 0), (8, None)):
+        monkeypatch.setattr(L, "default_workers", lambda c=cores: c)
+        assert train_workers(None, cpu) == want
+        assert train_workers(None, cuda) is None   # the loader's default
+        assert train_workers(3, cpu) == 3          # as given
