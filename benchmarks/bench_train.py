@@ -105,18 +105,17 @@ def measure_step(net: dict[str, Any], impl: str, precision: str, compiled: bool,
 
     device = torch.device(device)
     torch.manual_seed(0)
-    if impl == "vgg-nchw":  # vgg's step, net and batches NCHW (--no-channels-last)
-        step_mod.channels_last_pays = lambda *a, **k: False
-        impl = "vgg"
+    nchw = impl == "vgg-nchw"  # vgg's step, net and batches NCHW (--no-channels-last)
+    impl = "vgg" if nchw else impl
     shape = {k: net[k] for k in ("arch", "batch_norm", "width", "fc_width", "crop")}
     amp = "bf16" if precision == "bf16" else "none"
     cfg = TrainConfig(data="unused", **shape, batch=batch, amp=amp, compile=compiled,
-                      device=device.type)
+                      device=device.type, channels_last=not nchw)
     model = (build(**shape, num_classes=net["classes"]) if impl == "vgg" else
              ChannelsLast(torchvision_net(net), Preprocess.paper()))
     model.to(device).train()
-    if impl == "vgg":  # as the trainer does (or forced)
-        model.memory_format = step_mod.train_memory_format(cfg, device)
+    if impl == "vgg":  # as the trainer does
+        model.memory_format = step_mod.train_memory_format(cfg)
     opt = torch.optim.SGD(param_groups(model, 5e-4, False), lr=1e-3, momentum=0.9)
     step = TrainStep(cfg, model, ClassificationTask(cfg), opt,  # type: ignore[arg-type]
                      grad_scaler(amp), stats=ColourStats.imagenet(), dist=DistInfo(), device=device,

@@ -183,7 +183,7 @@ class Trainer:
         if self.start.resume_ckpt is None:
             self.model.preprocess = new_preprocess(cfg, self.stats, self.start.source)
         self.model.to(self.device)
-        self.model.memory_format = train_memory_format(cfg, self.device)
+        self.model.memory_format = train_memory_format(cfg)
 
     def _make_optimizer(self) -> None:
         cfg = self.cfg

@@ -100,15 +100,10 @@ def micro_batches(batch: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
         yield {k: batch[k][i:i + size] for k in keys}
 
 
-def channels_last_pays(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether the run trains in the channels-last (NHWC) memory format, net and batches
-    (``--channels-last``, on by default; ``--no-channels-last``: NCHW throughout)."""
-    return bool(cfg.channels_last)
-
-
-def train_memory_format(cfg: TrainConfig, device: torch.device) -> torch.memory_format:
-    """The memory format a run's net trains in (:func:`channels_last_pays`)."""
-    return torch.channels_last if channels_last_pays(cfg, device) else torch.contiguous_format
+def train_memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """The memory format a run's net and batches train in, on every device: channels-last
+    (NHWC; ``--channels-last``, the default), or NCHW with ``--no-channels-last``."""
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
 class TrainStep:
@@ -128,8 +123,8 @@ class TrainStep:
         self.amp_dtype = amp_dtype(amp, device)
         rank_batch = cfg.batch // dist.world_size
         self.micro = min(cfg.micro_batch or rank_batch, rank_batch)
-        use_cl = channels_last_pays(cfg, device)
-        self.augment = DeviceAugment(model.preprocess, stats, channels_last=use_cl)
+        self.augment = DeviceAugment(model.preprocess, stats,
+                                     channels_last=bool(cfg.channels_last))
         self.net: nn.Module = model
         if dist.enabled:
             self.net = nn.parallel.DistributedDataParallel(

@@ -36,8 +36,9 @@ on a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -86,6 +87,7 @@ class Basis:
     V: torch.Tensor | None = None     # (r, k) float32: deflation axes (Cholesky route)
     ends: torch.Tensor | None = None  # (N,): row i of L is zero past column ends[i]
     piv: torch.Tensor | None = None   # (r,): the rows whose L block is triangular (Cholesky)
+    _rows: tuple[bytes | None, RowSet] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, X: np.ndarray | torch.Tensor, device: str | torch.device | None = None
@@ -101,12 +103,14 @@ class Basis:
             R, info = torch.linalg.cholesky_ex(G)
             # a pivot is the distance of a row from the span of the rows before it:
             # a tiny one (a repeated row) would make L^-1, and the weights, inaccurate
+            chol = None
             if int(info) == 0 and bool(R.diagonal().min() ** 2
                                        > CHOL_EPS * G.diagonal().max()):
-                return cls(R, None, Xt, None, Gz, _top_axes(R, min(DEFLATE, n // 2)),
-                           torch.arange(n, device=dev), torch.arange(n, device=dev))
-            if dev.type == "cpu" and PIVOTED:   # nearly singular (real descriptors)
-                L, ends, piv = _pivoted_cholesky(G)
+                chol = R, torch.arange(n, device=dev), torch.arange(n, device=dev)
+            elif dev.type == "cpu" and PIVOTED:   # nearly singular (real descriptors)
+                chol = _pivoted_cholesky(G)
+            if chol is not None:
+                L, ends, piv = chol
                 return cls(L, None, Xt, None, Gz,
                            _top_axes(L, min(DEFLATE, L.shape[1] // 2)), ends, piv)
             lam, U = torch.linalg.eigh(G)   # G = U Lambda U^T, L = U Lambda^1/2
@@ -130,11 +134,9 @@ class Basis:
         next fit on the same rows (the held-out fits of every C share them)."""
         key = None if rows is None else np.asarray(
             rows.cpu() if isinstance(rows, torch.Tensor) else rows).tobytes()
-        cached = getattr(self, "_rows", None)
-        if cached is None or cached[0] != key:
-            cached = (key, RowSet.of(self, rows))
-            self._rows = cached
-        return cached[1]
+        if self._rows is None or self._rows[0] != key:
+            self._rows = (key, RowSet.of(self, rows))
+        return self._rows[1]
 
     @property
     def G(self) -> torch.Tensor | None:
@@ -239,7 +241,7 @@ class RowSet:
     (:class:`Rows`, float64 and the conjugate gradients' float32), ``gidx`` their indices
     (None: all), and the preconditioners' row terms: ``L2T32`` (r, n) the squared
     coordinates (principal axes), or ``PV2T`` (k, n) the squared coordinates on the
-    deflation axes and ``sq32`` (n,) the squared norms (Cholesky route)."""
+    deflation axes ``V`` and ``sq32`` (n,) the squared norms (Cholesky route)."""
 
     L: torch.Tensor
     gidx: torch.Tensor | None
@@ -248,6 +250,24 @@ class RowSet:
     L2T32: torch.Tensor | None
     PV2T: torch.Tensor | None
     sq32: torch.Tensor | None
+    V: torch.Tensor | None
+
+    def preconditioner(self, act: torch.Tensor, C: float
+                       ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """For the Hessians ``I + 2C L^T diag(act_k) L`` of the classes in ``act`` (n, k'')
+        float32: ``apply(res, on)`` -> the preconditioned residuals ``res`` of classes
+        ``on``. On principal axes the Hessian's diagonal (Jacobi); on the Cholesky
+        coordinates deflation: its diagonal on the axes ``V``, exactly, the rest by
+        their mean diagonal."""
+        if self.V is None:
+            P = 1 + 2 * C * (self.L2T32 @ act).T           # (k'', r)
+            return lambda res, on: res / P[on]
+        V = self.V
+        rest = max(self.L.shape[1] - V.shape[1], 1)
+        hv = (self.PV2T @ act).T                          # (k'', k): H's diagonal on V
+        mu = 1 + 2 * C * ((self.sq32 @ act) - hv.sum(1)).clamp_min(0) / rest
+        inv_h = 1 / (1 + 2 * C * hv) - 1 / mu[:, None]
+        return lambda res, on: res / mu[on, None] + ((res @ V) * inv_h[on]) @ V.T
 
     @classmethod
     def of(cls, basis: Basis, rows: torch.Tensor | np.ndarray | None) -> RowSet:
@@ -260,9 +280,9 @@ class RowSet:
         Lr32 = Lr.float()
         L32 = Lr32.L
         if basis.V is None:
-            return cls(L, gidx, Lr, Lr32, (L32 * L32).T.contiguous(), None, None)
+            return cls(L, gidx, Lr, Lr32, (L32 * L32).T.contiguous(), None, None, None)
         return cls(L, gidx, Lr, Lr32, None, ((L32 @ basis.V) ** 2).T.contiguous(),
-                   (L32 * L32).sum(1))
+                   (L32 * L32).sum(1), basis.V)
 
 
 def _top_axes(L: torch.Tensor, k: int, power: int = 2, over: int = 16) -> torch.Tensor:
@@ -422,9 +442,6 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
     Mf = M.to(L.dtype)
     omega = torch.zeros(k, r, dtype=L.dtype, device=dev) if omega is None \
         else omega.to(L).clone()
-    V = basis.V
-    if V is not None:
-        rest = max(r - V.shape[1], 1)
     Z = Lr.mm(omega.T)             # (n, K) margins
     cg_est = 10.0   # CG steps a Newton system takes (the last one's count)
     cg_steps = 0
@@ -464,26 +481,16 @@ def fit_squared_hinge(basis: Basis, rows: torch.Tensor | np.ndarray | None,
             # preconditioned CG on H d = -grad, H v = v + 2C L^T diag(act) L v, per class
             cls = torch.nonzero(~direct)[:, 0]
             Gc, act_c = grad[cls].float(), act_b[:, cls].float()
-            if V is None:
-                P = 1 + 2 * C * (rs.L2T32 @ act_c).T       # (k'', r) Jacobi
-            else:
-                hv = (rs.PV2T @ act_c).T                  # (k'', k): H's diagonal on V
-                mu = 1 + 2 * C * ((rs.sq32 @ act_c) - hv.sum(1)).clamp_min(0) / rest
-                inv_h = 1 / (1 + 2 * C * hv) - 1 / mu[:, None]
-
-            def precond(res: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
-                if V is None:
-                    return res / P[on]
-                return res / mu[on, None] + ((res @ V) * inv_h[on]) @ V.T
+            precond = rs.preconditioner(act_c, C)
             ggc, fc = gg[cls], fl[cls]
             stop = (ggc.sqrt() * torch.clamp((ggc / (2 * fc.clamp_min(1e-300))).sqrt(),
                                              max=0.1).clamp_min(1e-3)).float()  # forcing
             dc = torch.zeros_like(Gc)
             res = -Gc
-            zr = precond(res, torch.arange(len(cls), device=dev))
+            on = torch.arange(len(cls), device=dev)     # the classes still iterating
+            zr = precond(res, on)
             p = zr.clone()
             rz = (res * zr).sum(1)
-            on = torch.arange(len(cls), device=dev)     # the classes still iterating
             for step in range(1, max_cg + 1):
                 po = p[on]
                 Hp = po + 2 * C * Lr32.tmm(act_c[:, on] * Lr32.mm(po.T)).T
